@@ -1,0 +1,195 @@
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use events::{AccountEvent, ApiKeyId, Limits, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::{Recorded, Rejection, emit};
+
+/// An account: a user, its limits and its API keys.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub opened: Option<Opened>,
+    pub keys: BTreeMap<ApiKeyId, KeyState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Opened {
+    pub user_id: UserId,
+    pub email: String,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyState {
+    pub prefix: String,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum AccountCommand {
+    Open { user_id: UserId, email: String, limits: Limits, now: DateTime<Utc> },
+    CreateApiKey { key_id: ApiKeyId, prefix: String, hash: String, label: String, now: DateTime<Utc> },
+    RevokeApiKey { key_id: ApiKeyId, now: DateTime<Utc> },
+}
+
+impl Account {
+    /// Pure decision. Repeating a command that already took effect yields no events, so callers
+    /// may retry after a crash.
+    pub fn decide(&self, command: AccountCommand) -> Result<Vec<AccountEvent>, Rejection> {
+        match command {
+            AccountCommand::Open { user_id, email, limits, now } => match &self.opened {
+                Some(o) if o.user_id == user_id && o.email == email => Ok(vec![]),
+                Some(_) => Err(Rejection::Taken { what: format!("account {user_id}") }),
+                None => Ok(vec![AccountEvent::AccountOpened { user_id, email, limits, opened_at: now }]),
+            },
+            AccountCommand::CreateApiKey { key_id, prefix, hash, label, now } => {
+                let opened = self.opened.as_ref().ok_or_else(|| Rejection::NotFound { what: "account".into() })?;
+                if self.keys.contains_key(&key_id) {
+                    return Ok(vec![]);
+                }
+                let active = self.keys.values().filter(|k| !k.revoked).count() as u32;
+                if active >= opened.limits.max_api_keys {
+                    return Err(Rejection::LimitReached { what: "API keys".into(), limit: opened.limits.max_api_keys });
+                }
+                Ok(vec![AccountEvent::ApiKeyCreated { key_id, prefix, hash, label, created_at: now }])
+            }
+            AccountCommand::RevokeApiKey { key_id, now } => match self.keys.get(&key_id) {
+                None => Err(Rejection::NotFound { what: format!("API key {key_id}") }),
+                Some(k) if k.revoked => Ok(vec![]),
+                Some(_) => Ok(vec![AccountEvent::ApiKeyRevoked { key_id, revoked_at: now }]),
+            },
+        }
+    }
+
+    pub fn evolve(&mut self, event: &AccountEvent) {
+        match event {
+            AccountEvent::AccountOpened { user_id, email, limits, .. } => {
+                self.opened = Some(Opened { user_id: *user_id, email: email.clone(), limits: limits.clone() });
+            }
+            AccountEvent::ApiKeyCreated { key_id, prefix, .. } => {
+                self.keys.insert(*key_id, KeyState { prefix: prefix.clone(), revoked: false });
+            }
+            AccountEvent::ApiKeyRevoked { key_id, .. } => {
+                if let Some(k) = self.keys.get_mut(key_id) {
+                    k.revoked = true;
+                }
+            }
+        }
+    }
+}
+
+impl cqrs_es::Aggregate for Account {
+    const TYPE: &'static str = <AccountEvent as events::Event>::AGGREGATE;
+    type Command = AccountCommand;
+    type Event = Recorded<AccountEvent>;
+    type Error = Rejection;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _: &Self::Services,
+        sink: &cqrs_es::event_sink::EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        let decision = self.decide(command);
+        emit(decision, sink, self).await
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        self.evolve(&event.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_es::test::TestFramework;
+
+    use super::*;
+
+    fn opened(user: UserId, max_keys: u32) -> AccountEvent {
+        AccountEvent::AccountOpened {
+            user_id: user,
+            email: "a@example.com".into(),
+            limits: Limits { max_api_keys: max_keys, ..Limits::default() },
+            opened_at: DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn created(key: ApiKeyId) -> AccountEvent {
+        AccountEvent::ApiKeyCreated {
+            key_id: key,
+            prefix: "dk_live_aaaa0000".into(),
+            hash: "h".into(),
+            label: "l".into(),
+            created_at: DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn create(key: ApiKeyId) -> AccountCommand {
+        AccountCommand::CreateApiKey {
+            key_id: key,
+            prefix: "dk_live_aaaa0000".into(),
+            hash: "h".into(),
+            label: "l".into(),
+            now: DateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[tokio::test]
+    async fn given_open_account_when_key_created_then_key_event() {
+        let user = UserId::new();
+        let key = ApiKeyId::new();
+        TestFramework::<Account>::with(())
+            .given(vec![Recorded(opened(user, 2))])
+            .when_async(create(key))
+            .await
+            .then_expect_events(vec![Recorded(created(key))]);
+    }
+
+    #[tokio::test]
+    async fn given_no_account_when_key_created_then_not_found() {
+        TestFramework::<Account>::with(())
+            .given_no_previous_events()
+            .when_async(create(ApiKeyId::new()))
+            .await
+            .then_expect_error(Rejection::NotFound { what: "account".into() });
+    }
+
+    #[tokio::test]
+    async fn given_key_limit_reached_when_key_created_then_refused() {
+        let user = UserId::new();
+        TestFramework::<Account>::with(())
+            .given(vec![Recorded(opened(user, 1)), Recorded(created(ApiKeyId::new()))])
+            .when_async(create(ApiKeyId::new()))
+            .await
+            .then_expect_error(Rejection::LimitReached { what: "API keys".into(), limit: 1 });
+    }
+
+    #[tokio::test]
+    async fn given_revoked_key_when_revoked_again_then_nothing() {
+        let user = UserId::new();
+        let key = ApiKeyId::new();
+        let revoked = AccountEvent::ApiKeyRevoked { key_id: key, revoked_at: DateTime::UNIX_EPOCH };
+        TestFramework::<Account>::with(())
+            .given(vec![Recorded(opened(user, 2)), Recorded(created(key)), Recorded(revoked)])
+            .when_async(AccountCommand::RevokeApiKey { key_id: key, now: DateTime::UNIX_EPOCH })
+            .await
+            .then_expect_events(vec![]);
+    }
+
+    #[tokio::test]
+    async fn given_open_account_when_opened_again_with_same_identity_then_nothing() {
+        let user = UserId::new();
+        TestFramework::<Account>::with(())
+            .given(vec![Recorded(opened(user, 2))])
+            .when_async(AccountCommand::Open {
+                user_id: user,
+                email: "a@example.com".into(),
+                limits: Limits::default(),
+                now: DateTime::UNIX_EPOCH,
+            })
+            .await
+            .then_expect_events(vec![]);
+    }
+}

@@ -1,0 +1,42 @@
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{RepoId, TokenId, UserId, event_enum};
+
+/// Where a repository lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RepoHost {
+    /// The platform's own git server.
+    Internal,
+    /// A repository in the owner's GitHub App installation.
+    #[serde(rename = "github.com")]
+    Github,
+}
+
+/// Events of the `repo` aggregate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub enum RepoEvent {
+    RepoCreated {
+        repo_id: RepoId,
+        owner: UserId,
+        name: String,
+        host: RepoHost,
+        description: Option<String>,
+        created_at: DateTime<Utc>,
+    },
+    GitTokenIssued {
+        token_id: TokenId,
+        /// Public lookup prefix of the `mlg_…` token.
+        prefix: String,
+        /// Slow hash of the token; the token is shown once.
+        hash: String,
+        expires_at: DateTime<Utc>,
+    },
+    RepoDeleted {
+        deleted_at: DateTime<Utc>,
+    },
+}
+
+event_enum!(RepoEvent, "repo", { RepoCreated, GitTokenIssued, RepoDeleted });
