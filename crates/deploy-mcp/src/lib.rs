@@ -1,0 +1,266 @@
+//! Composition of the platform: one binary runs any one service or all of them in one process,
+//! so a laptop and a cluster run the same code.
+
+pub mod config;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bus::Bus;
+pub use config::Settings;
+use store::Store;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The adapters every service shares.
+#[derive(Clone, Debug)]
+pub struct Adapters {
+    pub store: Store,
+    pub bus: Bus,
+}
+
+/// Connects to Postgres (creating the database when missing) and NATS, migrates the store and
+/// applies the stream definitions.
+pub async fn connect(settings: &Settings) -> anyhow::Result<Adapters> {
+    store::ensure_database(&settings.database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach PostgreSQL at {}",
+                redact(&settings.database_url)
+            )
+        })?;
+    let store = Store::connect(&settings.database_url, settings.db_pool)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to PostgreSQL at {}",
+                redact(&settings.database_url)
+            )
+        })?;
+    store.migrate().await.context("migrating the database")?;
+    let bus = Bus::connect(&settings.nats_url, &settings.nats_prefix)
+        .await
+        .with_context(|| format!("cannot use NATS at {}", settings.nats_url))?;
+    bus.apply_definitions(settings.nats_replicas)
+        .await
+        .context("applying nats/streams.json")?;
+    Ok(Adapters { store, bus })
+}
+
+/// Hides the password of a connection URL.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+/// Which parts of the platform a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Components {
+    pub gateway: bool,
+    pub relay: bool,
+    pub projector: bool,
+    pub builder: bool,
+    pub scheduler: bool,
+    pub dns: bool,
+}
+
+impl Components {
+    pub const ALL: Self = Self {
+        gateway: true,
+        relay: true,
+        projector: true,
+        builder: true,
+        scheduler: true,
+        dns: true,
+    };
+    pub const NONE: Self = Self {
+        gateway: false,
+        relay: false,
+        projector: false,
+        builder: false,
+        scheduler: false,
+        dns: false,
+    };
+}
+
+/// A running platform (or part of it).
+pub struct Running {
+    pub shutdown: CancellationToken,
+    /// Where the gateway listens, when it runs.
+    pub gateway_addr: Option<std::net::SocketAddr>,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+/// Starts the chosen components on `adapters`. The gateway serves `listener` when given.
+pub async fn start(
+    settings: &Settings,
+    adapters: &Adapters,
+    components: Components,
+    listener: Option<TcpListener>,
+) -> anyhow::Result<Running> {
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let mut gateway_addr = None;
+    if components.relay {
+        let (store, bus, sd) = (
+            adapters.store.clone(),
+            adapters.bus.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            relay::run(store, bus, sd).await;
+            Ok(())
+        });
+    }
+    if components.projector {
+        let config = projector::Config {
+            store: adapters.store.clone(),
+            bus: adapters.bus.clone(),
+            batch_size: 1_000,
+        };
+        let sd = shutdown.clone();
+        tasks.spawn(async move { projector::run(config, sd).await.context("projector") });
+    }
+    if components.gateway {
+        let listener = match listener {
+            Some(l) => l,
+            None => TcpListener::bind(settings.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", settings.listen))?,
+        };
+        gateway_addr = Some(listener.local_addr()?);
+        let public_url = match &settings.public_url {
+            Some(_) => settings.public_url(),
+            None => format!("http://{}", listener.local_addr()?),
+        };
+        let config = gateway::Config {
+            listen: listener.local_addr()?,
+            public_url,
+            allowed_hosts: settings.allowed_hosts.clone(),
+            store: adapters.store.clone(),
+            bus: adapters.bus.clone(),
+            key_recheck: settings.key_recheck(),
+        };
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            gateway::serve(listener, config, sd)
+                .await
+                .context("gateway")
+        });
+    }
+    if components.builder {
+        let (config, sd) = (
+            builder::Config {
+                bus: adapters.bus.clone(),
+            },
+            shutdown.clone(),
+        );
+        tasks.spawn(async move { builder::run(config, sd).await.context("builder") });
+    }
+    if components.scheduler {
+        let (config, sd) = (
+            scheduler::Config {
+                bus: adapters.bus.clone(),
+            },
+            shutdown.clone(),
+        );
+        tasks.spawn(async move { scheduler::run(config, sd).await.context("scheduler") });
+    }
+    if components.dns {
+        let (config, sd) = (
+            dns::Config {
+                bus: adapters.bus.clone(),
+            },
+            shutdown.clone(),
+        );
+        tasks.spawn(async move { dns::run(config, sd).await.context("dns") });
+    }
+    Ok(Running {
+        shutdown,
+        gateway_addr,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Waits until a component stops on its own (an error) or `signal` fires, then drains
+    /// every component within `grace`.
+    pub async fn wait(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+        grace: Duration,
+    ) -> anyhow::Result<()> {
+        let first = tokio::select! {
+            _ = signal => None,
+            r = self.tasks.join_next() => r,
+        };
+        self.shutdown.cancel();
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(r) = self.tasks.join_next().await {
+                if let Ok(Err(e)) = r {
+                    tracing::warn!(error = %e, "component stopped with an error during shutdown");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("components did not stop within {grace:?}; aborting them");
+            self.tasks.abort_all();
+        }
+        match first {
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(e)) => Err(anyhow::anyhow!("a component panicked: {e}")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Stops everything now and waits for it (tests).
+    pub async fn stop(self) {
+        let _ = self
+            .wait(std::future::ready(()), Duration::from_secs(5))
+            .await;
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

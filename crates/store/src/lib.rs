@@ -1,0 +1,142 @@
+//! The PostgreSQL adapter: the event store (cqrs-es/postgres-es), the transactional outbox the
+//! relay drains, and the read models. This is the only crate that speaks SQL.
+
+mod commands;
+mod outbox;
+pub mod rows;
+
+use std::time::Duration;
+
+pub use commands::Commands;
+pub use outbox::OutboxRow;
+pub use rows::Tx;
+pub use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+/// Schema of the live read models.
+pub const READ_MODEL_SCHEMA: &str = "rm";
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Postgres could not be reached or failed: retry later (503).
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A stored row does not match its type: a bug or a missing upcaster (500).
+    #[error("stored data does not decode: {0}")]
+    Decode(String),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Unavailable(e)
+    }
+}
+
+/// A handle on the platform database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_event_store.sql"))];
+
+impl Store {
+    /// Connects with a bounded pool; fails fast when Postgres is not there.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the event store migrations and the live read-model schema. Safe to run from
+    /// several processes at once (serialised by an advisory lock).
+    pub async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7355608001)")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+            .execute(&mut *tx)
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            let done: Option<i32> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if done.is_none() {
+                sqlx::raw_sql(sql).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        sqlx::raw_sql(&rows::read_model_ddl(READ_MODEL_SCHEMA))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Readiness: the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Creates the database named in `url` when it does not exist yet (dev and tests start from an
+/// empty server). Connects to the server's `postgres` database to do so.
+pub async fn ensure_database(url: &str) -> Result<()> {
+    use sqlx::Connection;
+    use sqlx::postgres::{PgConnectOptions, PgConnection};
+    let opts: PgConnectOptions = url.parse()?;
+    let Some(db) = opts.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut conn = PgConnection::connect_with(&opts.clone().database("postgres")).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&db)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        let sql = format!("CREATE DATABASE \"{}\"", db.replace('"', "\"\""));
+        match sqlx::raw_sql(&sql).execute(&mut conn).await {
+            Ok(_) => {}
+            // Created concurrently by another process: fine.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+/// Drops the database named in `url` (tests clean up their own).
+pub async fn drop_database(url: &str) -> Result<()> {
+    use sqlx::Connection;
+    use sqlx::postgres::{PgConnectOptions, PgConnection};
+    let opts: PgConnectOptions = url.parse()?;
+    let Some(db) = opts.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut conn = PgConnection::connect_with(&opts.clone().database("postgres")).await?;
+    let sql = format!(
+        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+        db.replace('"', "\"\"")
+    );
+    sqlx::raw_sql(&sql).execute(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! The dns service: serves custom domains through PowerDNS and obtains certificates.
+//!
+//! It has no consumer yet: its capability lands with its own issue, and until then `run` only
+//! holds its place in the process layout (`deploy-mcp dns`, `deploy-mcp dev`) and checks that
+//! the bus it will consume from is reachable.
+
+use bus::Bus;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub bus: Bus,
+}
+
+/// Runs until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), bus::Error> {
+    config.bus.ping().await?;
+    tracing::info!("dns ready (no consumers registered)");
+    shutdown.cancelled().await;
+    Ok(())
+}

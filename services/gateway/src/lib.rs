@@ -1,0 +1,183 @@
+//! The gateway: MCP over streamable HTTP (rmcp) behind API-key auth, health endpoints and the
+//! RFC 9728 protected-resource metadata. Later: OAuth, webhooks and git smart HTTP.
+
+pub mod accounts;
+pub mod auth;
+mod error;
+pub mod keys;
+pub mod mcp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bus::Bus;
+pub use error::ApiError;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::json;
+use store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::KeyAuth;
+
+/// What the gateway needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen (default 127.0.0.1:8081).
+    pub listen: SocketAddr,
+    /// The URL clients reach the gateway at, without a trailing slash (`http://127.0.0.1:8081`).
+    pub public_url: String,
+    /// Extra `Host` values accepted besides loopback and the public URL's host.
+    pub allowed_hosts: Vec<String>,
+    pub store: Store,
+    pub bus: Bus,
+    /// How old a verified key's revocation check may get before it is re-checked.
+    pub key_recheck: Duration,
+}
+
+/// Shared state of every handler.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Store,
+    pub bus: Bus,
+    pub auth: Arc<KeyAuth>,
+    pub public_url: String,
+}
+
+impl AppState {
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.public_url)
+    }
+
+    fn resource_metadata_url(&self) -> String {
+        format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            self.public_url
+        )
+    }
+}
+
+/// Binds `config.listen` and serves until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result<()> {
+    let listener = TcpListener::bind(config.listen).await?;
+    serve(listener, config, shutdown).await
+}
+
+/// Serves on an already bound listener (tests bind port 0).
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let router = app(&config, shutdown.clone());
+    tracing::info!(addr = %listener.local_addr()?, url = %format!("{}/mcp", config.public_url), "gateway listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+fn host_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    Some(authority.to_owned())
+}
+
+/// The gateway's routes.
+pub fn app(config: &Config, shutdown: CancellationToken) -> Router {
+    let state = AppState {
+        store: config.store.clone(),
+        bus: config.bus.clone(),
+        auth: Arc::new(KeyAuth::new(config.store.clone(), config.key_recheck)),
+        public_url: config.public_url.trim_end_matches('/').to_owned(),
+    };
+    let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    if let Some(h) = host_of(&state.public_url) {
+        hosts.push(h.clone());
+        if let Some((name, _port)) = h.rsplit_once(':') {
+            hosts.push(name.to_owned());
+        }
+    }
+    hosts.extend(config.allowed_hosts.iter().cloned());
+    let mcp_config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts)
+        // Stateless JSON: any gateway replica answers any request, and a tool call is one POST.
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_cancellation_token(shutdown.child_token());
+    let mcp_state = state.clone();
+    let mcp = StreamableHttpService::new(
+        move || Ok(mcp::McpServer::new(mcp_state.clone())),
+        Arc::new(LocalSessionManager::default()),
+        mcp_config,
+    );
+    let protected = Router::new()
+        .nest_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(state.clone(), require_key));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(resource_metadata),
+        )
+        .merge(protected)
+        .with_state(state)
+}
+
+/// Puts the caller's `Principal` in the request, or answers 401 with the RFC 9728 challenge.
+async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match state.auth.authenticate(header).await {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(error) => ApiError::Unauthorized {
+            error,
+            resource_metadata: state.resource_metadata_url(),
+        }
+        .into_response(),
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when Postgres and NATS both answer.
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let (pg, nats) = tokio::join!(state.store.ping(), state.bus.ping());
+    let body = json!({
+        "postgres": pg.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
+        "nats": nats.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
+    });
+    if pg.is_ok() && nats.is_ok() {
+        Ok(Json(body))
+    } else {
+        Err(ApiError::NotReady(body))
+    }
+}
+
+/// RFC 9728 protected resource metadata. The authorization server joins it with OAuth.
+async fn resource_metadata(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({
+        "resource": state.mcp_url(),
+        "resource_name": "Deploy MCP",
+        "bearer_methods_supported": ["header"],
+    }))
+}

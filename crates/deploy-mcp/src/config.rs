@@ -1,0 +1,84 @@
+//! Configuration, read once from flags and `DEPLOY_MCP_*` variables into typed values.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Settings shared by every command. Defaults are the embedded dev set-up of `scripts/dev`.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// PostgreSQL holding the event store and the read models.
+    #[arg(
+        long,
+        env = "DEPLOY_MCP_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/deploy_mcp",
+        global = true
+    )]
+    pub database_url: String,
+    /// NATS server with JetStream, version 2.10 or newer.
+    #[arg(
+        long,
+        env = "DEPLOY_MCP_NATS_URL",
+        default_value = "nats://127.0.0.1:14222",
+        global = true
+    )]
+    pub nats_url: String,
+    /// Prefix of every subject and stream name (letters, digits, `_`).
+    #[arg(
+        long,
+        env = "DEPLOY_MCP_NATS_PREFIX",
+        default_value = "dmcp",
+        global = true
+    )]
+    pub nats_prefix: String,
+    /// JetStream replicas of each stream (3 on a cluster).
+    #[arg(
+        long,
+        env = "DEPLOY_MCP_NATS_REPLICAS",
+        default_value_t = 1,
+        global = true
+    )]
+    pub nats_replicas: usize,
+    /// Address the gateway listens on.
+    #[arg(
+        long,
+        env = "DEPLOY_MCP_LISTEN",
+        default_value = "127.0.0.1:8081",
+        global = true
+    )]
+    pub listen: SocketAddr,
+    /// URL clients use to reach the gateway (no trailing slash). Defaults to http://<listen>.
+    #[arg(long, env = "DEPLOY_MCP_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+    /// Extra Host header values the MCP endpoint accepts (comma-separated).
+    #[arg(
+        long,
+        env = "DEPLOY_MCP_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// bcrypt cost for new API keys (keys are random, so 10 is plenty).
+    #[arg(long, env = "DEPLOY_MCP_BCRYPT_COST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31), global = true)]
+    pub bcrypt_cost: u32,
+    /// Connections in the Postgres pool of this process.
+    #[arg(long, env = "DEPLOY_MCP_DB_POOL", default_value_t = 16, global = true)]
+    pub db_pool: u32,
+}
+
+impl Settings {
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// How stale a verified key's revocation check may get: revocation takes effect within it
+    /// plus the projection delay.
+    pub fn key_recheck(&self) -> Duration {
+        Duration::from_millis(500)
+    }
+}
