@@ -140,3 +140,27 @@ pub async fn drop_database(url: &str) -> Result<()> {
     conn.close().await?;
     Ok(())
 }
+
+/// Names of the databases starting with `prefix` on the server of `url` (test clean-up).
+pub async fn databases_with_prefix(url: &str, prefix: &str) -> Result<Vec<String>> {
+    use sqlx::Connection;
+    use sqlx::postgres::{PgConnectOptions, PgConnection};
+    let opts: PgConnectOptions = url.parse()?;
+    let mut conn = PgConnection::connect_with(&opts.database("postgres")).await?;
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+            .bind(prefix)
+            .fetch_all(&mut conn)
+            .await?;
+    conn.close().await?;
+    Ok(names)
+}
+
+impl Store {
+    /// How many events the event store holds.
+    pub async fn event_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}

@@ -45,7 +45,12 @@ impl IntoResponse for ApiError {
                     }
                     _ => format!(
                         "Bearer error=\"invalid_token\", error_description=\"{}\", resource_metadata=\"{resource_metadata}\"",
-                        error.to_string().replace('"', "'")
+                        // Header values must be visible ASCII.
+                        error
+                            .to_string()
+                            .replace('"', "'")
+                            .replace('…', "...")
+                            .replace(|c: char| !c.is_ascii(), "")
                     ),
                 };
                 let body = Json(json!({

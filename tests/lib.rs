@@ -1,0 +1,347 @@
+//! Fixtures for the end-to-end tests and benchmarks: real PostgreSQL and NATS, isolated per
+//! test (a fresh database and a fresh subject prefix each), cleaned up on drop.
+
+use std::future::Future;
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use deploy_mcp::{Adapters, Components, Running, Settings};
+use rmcp::ServiceExt as _;
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+/// The Postgres server tests create their databases on.
+pub fn pg_admin_url() -> String {
+    std::env::var("DEPLOY_MCP_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh lower-case unique name.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        ulid::Ulid::generate().to_string().to_lowercase()
+    )
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{db}")
+}
+
+/// Polls `f` until it returns `Some`, failing the test with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs an async clean-up on a thread of its own, with its own runtime and connections, so
+/// that it works from `Drop` inside any runtime.
+fn cleanup_blocking<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(f());
+        }
+    })
+    .join();
+}
+
+/// A database of its own for one test, dropped afterwards.
+pub struct TestDb {
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        static SWEPT: OnceLock<()> = OnceLock::new();
+        let admin = pg_admin_url();
+        if SWEPT.set(()).is_ok() {
+            sweep_old_databases(&admin).await;
+        }
+        let url = with_database(&admin, &unique("t_"));
+        store::ensure_database(&url)
+            .await
+            .expect("create the test database (is PostgreSQL running? run scripts/test)");
+        Self { url }
+    }
+}
+
+/// Drops test databases left by crashed runs more than two hours ago (their names carry a ULID).
+async fn sweep_old_databases(admin: &str) {
+    let Ok(names) = store::databases_with_prefix(admin, "t_").await else {
+        return;
+    };
+    let cutoff = std::time::SystemTime::now() - Duration::from_secs(7200);
+    for name in names {
+        let old =
+            ulid::Ulid::from_string(&name[2..].to_uppercase()).is_ok_and(|u| u.datetime() < cutoff);
+        if old {
+            let _ = store::drop_database(&with_database(admin, &name)).await;
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        cleanup_blocking(move || async move {
+            let _ = store::drop_database(&url).await;
+        });
+    }
+}
+
+/// The `nats-server` binary (>= 2.10): `$NATS_SERVER_BIN`, else the first on PATH.
+pub fn nats_server_bin() -> PathBuf {
+    std::env::var_os("NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("nats-server"))
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A nats-server process of the test's own, for tests that stop and restart it.
+pub struct NatsProcess {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl NatsProcess {
+    pub async fn spawn() -> Self {
+        let dir = std::env::temp_dir().join(unique("deploy-mcp-nats-"));
+        std::fs::create_dir_all(&dir).expect("nats store dir");
+        let mut p = Self {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        p.start().await;
+        p
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on the same port and store directory.
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new(nats_server_bin())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nats-server (set NATS_SERVER_BIN or run scripts/test)");
+        self.child = Some(child);
+        let port = self.port;
+        eventually(
+            Duration::from_secs(10),
+            "nats-server to listen",
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+
+    /// Kills the server (SIGKILL: nothing is flushed gracefully).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NatsProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The shared NATS server of the test run: `$DEPLOY_MCP_TEST_NATS_URL`, else one spawned for
+/// this process.
+pub async fn shared_nats_url() -> String {
+    static SPAWNED: OnceLock<(String, u32)> = OnceLock::new();
+    if let Ok(url) = std::env::var("DEPLOY_MCP_TEST_NATS_URL") {
+        return url;
+    }
+    if let Some((url, _)) = SPAWNED.get() {
+        return url.clone();
+    }
+    let mut p = NatsProcess::spawn().await;
+    let url = p.url();
+    // Keep the server for the whole process: forget the handle (it dies with the test binary's
+    // process group only if killed; tests normally run via scripts/test with a shared server).
+    let child = p.child.take().expect("running");
+    let _ = SPAWNED.set((url.clone(), child.id()));
+    std::mem::forget(child);
+    url
+}
+
+/// Settings for a test: its own database and subject prefix, gateway on port 0.
+pub fn test_settings(database_url: &str, nats_url: &str) -> Settings {
+    use clap::Parser as _;
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        s: Settings,
+    }
+    let mut s = Wrap::parse_from(["test"]).s;
+    s.database_url = database_url.to_owned();
+    s.nats_url = nats_url.to_owned();
+    s.nats_prefix = unique("t");
+    s.listen = "127.0.0.1:0".parse().expect("addr");
+    s.public_url = None;
+    s.bcrypt_cost = 4;
+    s.db_pool = 8;
+    s
+}
+
+/// The platform (or part of it) running in-process on a database and prefix of its own.
+pub struct TestPlatform {
+    pub settings: Settings,
+    pub adapters: Adapters,
+    pub running: Option<Running>,
+    pub base_url: String,
+    pub db: TestDb,
+}
+
+impl TestPlatform {
+    pub async fn start(components: Components) -> Self {
+        Self::start_on(&shared_nats_url().await, components).await
+    }
+
+    pub async fn start_on(nats_url: &str, components: Components) -> Self {
+        let db = TestDb::create().await;
+        let settings = test_settings(&db.url, nats_url);
+        let adapters = deploy_mcp::connect(&settings)
+            .await
+            .expect("connect to the test database and NATS");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let running = deploy_mcp::start(&settings, &adapters, components, Some(listener))
+            .await
+            .expect("start");
+        Self {
+            settings,
+            adapters,
+            running: Some(running),
+            base_url,
+            db,
+        }
+    }
+
+    pub fn commands(&self) -> store::Commands {
+        store::Commands::new(&self.adapters.store)
+    }
+
+    /// Creates the account of `email` (when new) and a key, and waits until the gateway can
+    /// see it. Returns the plaintext key and its prefix.
+    pub async fn new_key(&self, email: &str) -> (String, String) {
+        let commands = self.commands();
+        let user = gateway::accounts::ensure_account(&commands, email, events::Limits::default())
+            .await
+            .expect("account");
+        let issued = gateway::accounts::create_api_key(&commands, user, "test", 4)
+            .await
+            .expect("key");
+        let store = self.adapters.store.clone();
+        let prefix = issued.key.prefix.clone();
+        eventually(Duration::from_secs(10), "the key in the read model", || {
+            let (store, prefix) = (store.clone(), prefix.clone());
+            async move { store.api_key_by_prefix(&prefix).await.ok().flatten() }
+        })
+        .await;
+        (issued.key.plaintext, issued.key.prefix)
+    }
+
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.base_url)
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+}
+
+impl Drop for TestPlatform {
+    fn drop(&mut self) {
+        if let Some(r) = &self.running {
+            r.shutdown.cancel();
+        }
+        let (url, prefix) = (
+            self.settings.nats_url.clone(),
+            self.settings.nats_prefix.clone(),
+        );
+        cleanup_blocking(move || async move {
+            if let Ok(bus) = bus::Bus::connect(&url, &prefix).await {
+                let _ = bus.delete_streams().await;
+            }
+        });
+    }
+}
+
+/// An MCP client over streamable HTTP with a bearer key.
+pub async fn mcp_client(
+    url: &str,
+    key: &str,
+) -> anyhow::Result<RunningService<rmcp::RoleClient, ()>> {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url).auth_header(key),
+    );
+    Ok(().serve(transport).await?)
+}
+
+/// The `deploy-mcp` binary built next to this test binary.
+pub fn deploy_mcp_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    dir.join("deploy-mcp")
+}
