@@ -182,6 +182,25 @@ async fn projection_latency() {
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
 
+    // When each event reached JetStream (a core tail of the stream's subjects).
+    let arrived: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let tail = {
+        let arrived = arrived.clone();
+        let mut tail = Box::pin(p.adapters.bus.tail_events().await.unwrap());
+        tokio::spawn(async move {
+            use futures::StreamExt as _;
+            while let Some(payload) = tail.next().await {
+                if let Ok(env) = serde_json::from_slice::<Envelope>(&payload) {
+                    arrived
+                        .lock()
+                        .await
+                        .insert(env.id.aggregate_id, Instant::now());
+                }
+            }
+        })
+    };
+    let committed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+
     // Watcher: polls the checkpoints written in the same transaction as the rows.
     let watcher = {
         let (pending, latencies, done, store) = (
@@ -225,7 +244,7 @@ async fn projection_latency() {
     let started = Instant::now();
     for _ in 0..rate * seconds {
         ticker.tick().await;
-        let (commands, pending) = (commands.clone(), pending.clone());
+        let (commands, pending, committed) = (commands.clone(), pending.clone(), committed.clone());
         commits.push(tokio::spawn(async move {
             let user = UserId::new();
             let id = user.to_string();
@@ -235,10 +254,11 @@ async fn projection_latency() {
                 limits: Limits::default(),
                 now: Utc::now(),
             };
-            let t0 = Instant::now();
             commands.accounts.execute(&id, cmd).await.unwrap();
             // Latency counts from the commit of the append.
-            pending.lock().await.insert(id, t0);
+            let now = Instant::now();
+            committed.lock().await.insert(id.clone(), now);
+            pending.lock().await.insert(id, now);
         }));
     }
     for c in commits {
@@ -246,12 +266,29 @@ async fn projection_latency() {
     }
     let appended_in = started.elapsed();
     done.store(true, Ordering::Relaxed);
-    tokio::time::timeout(Duration::from_secs(60), watcher)
+    if tokio::time::timeout(Duration::from_secs(60), watcher)
         .await
-        .expect("all events become visible")
-        .unwrap();
+        .is_err()
+    {
+        let left = pending.lock().await.len();
+        let outbox = store.outbox_len().await.unwrap_or(-1);
+        let stream = p.adapters.bus.last_sequence("EVENTS").await.unwrap_or(0);
+        panic!("{left} events still invisible after 60 s (outbox {outbox}, stream {stream})");
+    }
+    tail.abort();
     let mut lat = latencies.lock().await.clone();
     lat.sort();
+    let (committed, arrived) = (committed.lock().await, arrived.lock().await);
+    let mut relay: Vec<Duration> = committed
+        .iter()
+        .filter_map(|(id, c)| arrived.get(id).map(|a| a.saturating_duration_since(*c)))
+        .collect();
+    relay.sort();
+    println!(
+        "  of which commit → in JetStream (relay): p50 {}, p99 {}",
+        ms(percentile(&relay, 0.5)),
+        ms(percentile(&relay, 0.99))
+    );
     println!(
         "append → read model visible at {:.0} events/s ({} events): p50 {}, p99 {}, max {} (poll granularity ~1 ms)",
         lat.len() as f64 / appended_in.as_secs_f64(),

@@ -5,3 +5,4 @@ mod cli;
 mod gateway;
 mod projector;
 mod relay;
+mod tidy;

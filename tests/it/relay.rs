@@ -91,6 +91,24 @@ async fn relay_publishes_every_committed_event_once_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_loses_nothing_under_concurrent_commits() {
+    // Concurrent transactions commit out of outbox-id order: the relay must not skip the late ones.
+    let p = std::sync::Arc::new(TestPlatform::start(RELAY_ONLY).await);
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            open_accounts(&p, &format!("conc{t}-"), 15).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    wait_relayed(&p, 480).await;
+    assert_stream_matches_store(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_loses_and_doubles_nothing_when_nats_stops_and_restarts() {
     let mut nats = NatsProcess::spawn().await;
     let p = TestPlatform::start_on(&nats.url(), RELAY_ONLY).await;

@@ -256,6 +256,17 @@ impl Bus {
             }))
     }
 
+    /// A live tail of every domain event as JetStream stores it (core subscription: no
+    /// replay, no acks). For diagnostics and live views, never for handlers that must not miss.
+    pub async fn tail_events(&self) -> Result<impl Stream<Item = Bytes> + use<>> {
+        let sub = self
+            .client
+            .subscribe(format!("{}.events.>", self.prefix))
+            .await
+            .map_err(unavailable)?;
+        Ok(sub.map(|m| m.payload))
+    }
+
     /// The sequence of the last message in a stream (0 when empty).
     pub async fn last_sequence(&self, stream: &str) -> Result<u64> {
         let mut s = self

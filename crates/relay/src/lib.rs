@@ -63,17 +63,18 @@ async fn drain(
     let mut listener = store.outbox_listener().await?;
     loop {
         let batch = store.outbox_batch(BATCH).await?;
-        let Some(last) = batch.last().map(|r| r.outbox_id) else {
+        if batch.is_empty() {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = listener.recv() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
             continue;
-        };
+        }
+        let ids: Vec<i64> = batch.iter().map(|r| r.outbox_id).collect();
         let envelopes: Vec<_> = batch.into_iter().map(|r| r.envelope).collect();
         let duplicates = bus.publish_events(&envelopes).await?;
-        store.outbox_ack(last).await?;
+        store.outbox_ack(&ids).await?;
         backoff.reset();
         tracing::debug!(published = envelopes.len(), duplicates, "relay: published");
         if shutdown.is_cancelled() {

@@ -71,10 +71,12 @@ impl Store {
             .collect())
     }
 
-    /// Forgets outbox rows up to `outbox_id`, once JetStream acknowledged them.
-    pub async fn outbox_ack(&self, up_to: i64) -> Result<()> {
-        sqlx::query("DELETE FROM event_outbox WHERE id <= $1")
-            .bind(up_to)
+    /// Forgets exactly these outbox rows, once JetStream acknowledged them. Never a range:
+    /// ids are allocated at insert but become visible at commit, so a lower id can appear after
+    /// a higher one was read, and a range delete would drop it unpublished.
+    pub async fn outbox_ack(&self, ids: &[i64]) -> Result<()> {
+        sqlx::query("DELETE FROM event_outbox WHERE id = ANY($1)")
+            .bind(ids)
             .execute(&self.pool)
             .await?;
         Ok(())

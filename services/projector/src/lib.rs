@@ -109,7 +109,8 @@ async fn apply_in(tx: &mut Tx, schema: &str, envelopes: &[Envelope]) -> Result<u
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut model = Model::load(tx, schema, &agg_ids).await?;
+    let touched = model::Touched::of(envelopes);
+    let mut model = Model::load(tx, schema, &agg_ids, &touched).await?;
     let mut applied = 0;
     for env in envelopes {
         match model.apply(env) {
@@ -120,7 +121,7 @@ async fn apply_in(tx: &mut Tx, schema: &str, envelopes: &[Envelope]) -> Result<u
             }
         }
     }
-    model.replace(tx, schema, &agg_ids).await?;
+    model.replace(tx, schema, &agg_ids, &touched).await?;
     Ok(applied)
 }
 

@@ -28,6 +28,38 @@ pub struct Model {
     pub domains: BTreeMap<String, DomainRow>,
 }
 
+/// The aggregate types a batch touches, and so the tables it may change.
+#[derive(Debug, Default, Clone)]
+pub struct Touched(std::collections::BTreeSet<String>);
+
+impl Touched {
+    pub fn of(envelopes: &[Envelope]) -> Self {
+        Self(
+            envelopes
+                .iter()
+                .map(|e| e.id.aggregate_type.clone())
+                .collect(),
+        )
+    }
+
+    /// Whether a row of `table` can belong to an aggregate of these types. Keep in step with
+    /// `Model::apply`: each table is written by the events of exactly one aggregate type.
+    fn owns(&self, table: &str) -> bool {
+        let owner = match table {
+            "checkpoints" => return true,
+            "users" | "api_keys" => "account",
+            "repos" | "git_tokens" => "repo",
+            "services" | "deployments" => "service",
+            "resources" => "resource",
+            "zones" => "zone",
+            "domains" => "domain",
+            // An unknown table: load it rather than risk a partial replace.
+            _ => return true,
+        };
+        self.0.contains(owner)
+    }
+}
+
 /// What applying one envelope did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -57,29 +89,41 @@ macro_rules! each_table {
 }
 
 impl Model {
-    /// Loads every row owned by `agg_ids` from `schema`.
-    pub async fn load(tx: &mut Tx, schema: &str, agg_ids: &[String]) -> store::Result<Self> {
+    /// Loads every row owned by `agg_ids` from `schema`, reading only the tables that
+    /// aggregates of `types` can own.
+    pub async fn load(
+        tx: &mut Tx,
+        schema: &str,
+        agg_ids: &[String],
+        types: &Touched,
+    ) -> store::Result<Self> {
         let mut model = Self::default();
         macro_rules! load {
             ($field:ident, $ty:ty) => {
-                model.$field = keyed(rows::load::<$ty>(tx, schema, agg_ids).await?);
+                if types.owns(<$ty as Table>::NAME) {
+                    model.$field = keyed(rows::load::<$ty>(tx, schema, agg_ids).await?);
+                }
             };
         }
         each_table!(load);
         Ok(model)
     }
 
-    /// Replaces every row owned by `agg_ids` in `schema` with this model's rows.
+    /// Replaces every row owned by `agg_ids` in `schema` with this model's rows, in the
+    /// tables that aggregates of `types` can own.
     pub async fn replace(
         &self,
         tx: &mut Tx,
         schema: &str,
         agg_ids: &[String],
+        types: &Touched,
     ) -> store::Result<()> {
         macro_rules! replace {
             ($field:ident, $ty:ty) => {
-                let rows: Vec<&$ty> = self.$field.values().collect();
-                rows::replace::<$ty>(tx, schema, agg_ids, &rows).await?;
+                if types.owns(<$ty as Table>::NAME) {
+                    let rows: Vec<&$ty> = self.$field.values().collect();
+                    rows::replace::<$ty>(tx, schema, agg_ids, &rows).await?;
+                }
             };
         }
         each_table!(replace);
