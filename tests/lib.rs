@@ -22,10 +22,7 @@ pub fn pg_admin_url() -> String {
 
 /// A fresh lower-case unique name.
 pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}",
-        ulid::Ulid::generate().to_string().to_lowercase()
-    )
+    format!("{prefix}{}", ulid::Ulid::generate().to_string().to_lowercase())
 }
 
 fn with_database(url: &str, db: &str) -> String {
@@ -44,10 +41,7 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -60,10 +54,7 @@ where
     Fut: Future<Output = ()>,
 {
     let _ = std::thread::spawn(move || {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
             rt.block_on(f());
         }
     })
@@ -83,9 +74,7 @@ impl TestDb {
             sweep_old_databases(&admin).await;
         }
         let url = with_database(&admin, &unique("t_"));
-        store::ensure_database(&url)
-            .await
-            .expect("create the test database (is PostgreSQL running? run scripts/test)");
+        store::ensure_database(&url).await.expect("create the test database (is PostgreSQL running? run scripts/test)");
         Self { url }
     }
 }
@@ -97,8 +86,7 @@ async fn sweep_old_databases(admin: &str) {
     };
     let cutoff = std::time::SystemTime::now() - Duration::from_secs(7200);
     for name in names {
-        let old =
-            ulid::Ulid::from_string(&name[2..].to_uppercase()).is_ok_and(|u| u.datetime() < cutoff);
+        let old = ulid::Ulid::from_string(&name[2..].to_uppercase()).is_ok_and(|u| u.datetime() < cutoff);
         if old {
             let _ = store::drop_database(&with_database(admin, &name)).await;
         }
@@ -116,16 +104,11 @@ impl Drop for TestDb {
 
 /// The `nats-server` binary (>= 2.10): `$NATS_SERVER_BIN`, else the first on PATH.
 pub fn nats_server_bin() -> PathBuf {
-    std::env::var_os("NATS_SERVER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("nats-server"))
+    std::env::var_os("NATS_SERVER_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("nats-server"))
 }
 
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 /// A nats-server process of the test's own, for tests that stop and restart it.
@@ -139,11 +122,7 @@ impl NatsProcess {
     pub async fn spawn() -> Self {
         let dir = std::env::temp_dir().join(unique("deploy-mcp-nats-"));
         std::fs::create_dir_all(&dir).expect("nats store dir");
-        let mut p = Self {
-            child: None,
-            port: free_port(),
-            dir,
-        };
+        let mut p = Self { child: None, port: free_port(), dir };
         p.start().await;
         p
     }
@@ -156,14 +135,7 @@ impl NatsProcess {
     pub async fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
         let child = Command::new(nats_server_bin())
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -172,16 +144,9 @@ impl NatsProcess {
             .expect("spawn nats-server (set NATS_SERVER_BIN or run scripts/test)");
         self.child = Some(child);
         let port = self.port;
-        eventually(
-            Duration::from_secs(10),
-            "nats-server to listen",
-            || async move {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-                    .map(|_| ())
-            },
-        )
+        eventually(Duration::from_secs(10), "nats-server to listen", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+        })
         .await;
     }
 
@@ -257,23 +222,11 @@ impl TestPlatform {
     pub async fn start_on(nats_url: &str, components: Components) -> Self {
         let db = TestDb::create().await;
         let settings = test_settings(&db.url, nats_url);
-        let adapters = deploy_mcp::connect(&settings)
-            .await
-            .expect("connect to the test database and NATS");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let adapters = deploy_mcp::connect(&settings).await.expect("connect to the test database and NATS");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
-        let running = deploy_mcp::start(&settings, &adapters, components, Some(listener))
-            .await
-            .expect("start");
-        Self {
-            settings,
-            adapters,
-            running: Some(running),
-            base_url,
-            db,
-        }
+        let running = deploy_mcp::start(&settings, &adapters, components, Some(listener)).await.expect("start");
+        Self { settings, adapters, running: Some(running), base_url, db }
     }
 
     pub fn commands(&self) -> store::Commands {
@@ -284,12 +237,9 @@ impl TestPlatform {
     /// see it. Returns the plaintext key and its prefix.
     pub async fn new_key(&self, email: &str) -> (String, String) {
         let commands = self.commands();
-        let user = gateway::accounts::ensure_account(&commands, email, events::Limits::default())
-            .await
-            .expect("account");
-        let issued = gateway::accounts::create_api_key(&commands, user, "test", 4)
-            .await
-            .expect("key");
+        let user =
+            gateway::accounts::ensure_account(&commands, email, events::Limits::default()).await.expect("account");
+        let issued = gateway::accounts::create_api_key(&commands, user, "test", 4).await.expect("key");
         let store = self.adapters.store.clone();
         let prefix = issued.key.prefix.clone();
         eventually(Duration::from_secs(10), "the key in the read model", || {
@@ -316,10 +266,7 @@ impl Drop for TestPlatform {
         if let Some(r) = &self.running {
             r.shutdown.cancel();
         }
-        let (url, prefix) = (
-            self.settings.nats_url.clone(),
-            self.settings.nats_prefix.clone(),
-        );
+        let (url, prefix) = (self.settings.nats_url.clone(), self.settings.nats_prefix.clone());
         cleanup_blocking(move || async move {
             if let Ok(bus) = bus::Bus::connect(&url, &prefix).await {
                 let _ = bus.delete_streams().await;
@@ -329,13 +276,9 @@ impl Drop for TestPlatform {
 }
 
 /// An MCP client over streamable HTTP with a bearer key.
-pub async fn mcp_client(
-    url: &str,
-    key: &str,
-) -> anyhow::Result<RunningService<rmcp::RoleClient, ()>> {
-    let transport = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(url).auth_header(key),
-    );
+pub async fn mcp_client(url: &str, key: &str) -> anyhow::Result<RunningService<rmcp::RoleClient, ()>> {
+    let transport =
+        StreamableHttpClientTransport::from_config(StreamableHttpClientTransportConfig::with_uri(url).auth_header(key));
     Ok(().serve(transport).await?)
 }
 

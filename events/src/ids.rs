@@ -84,11 +84,7 @@ ulid_id!(ApiKeyId, "key", "An API key of an account.");
 ulid_id!(RepoId, "repo", "A git repository.");
 ulid_id!(TokenId, "tok", "A temporary git token of a repository.");
 ulid_id!(ServiceId, "svc", "A service (a running app).");
-ulid_id!(
-    DeploymentId,
-    "dep",
-    "One deployment of a service: one commit, built and run."
-);
+ulid_id!(DeploymentId, "dep", "One deployment of a service: one commit, built and run.");
 ulid_id!(ResourceId, "res", "A resource (a database).");
 ulid_id!(ZoneId, "zone", "A DNS zone delegated to the platform.");
 ulid_id!(DomainId, "dom", "A custom domain attached to a service.");

@@ -20,19 +20,15 @@ pub use account::{AccountEvent, Limits};
 pub use claim::{ClaimEvent, ClaimKind};
 pub use deploy::{BuildPack, FailureReason, ServiceEvent};
 pub use domain::{DomainEvent, ZoneEvent};
-pub use envelope::{AnyEvent, DecodeError, Envelope, EventId};
-pub use ids::{
-    ApiKeyId, DeploymentId, DomainId, RepoId, ResourceId, ServiceId, TokenId, UserId, ZoneId,
-};
+pub use envelope::{AnyEvent, DecodeError, Decoded, Envelope, EventId};
+pub use ids::{ApiKeyId, DeploymentId, DomainId, RepoId, ResourceId, ServiceId, TokenId, UserId, ZoneId};
 pub use intent::{Intent, PushReceived};
 pub use repo::{RepoEvent, RepoHost};
 pub use resource::{ResourceEvent, ResourceKind};
 pub use secret::Sealed;
 
 /// Implemented by each aggregate's event enum: names the aggregate and each variant's wire type.
-pub trait Event:
-    serde::Serialize + serde::de::DeserializeOwned + Clone + PartialEq + std::fmt::Debug
-{
+pub trait Event: serde::Serialize + serde::de::DeserializeOwned + Clone + PartialEq + std::fmt::Debug {
     /// The aggregate type as stored in the event store and used in subjects (`[a-z_]+`).
     const AGGREGATE: &'static str;
     /// The variant's name, e.g. `ApiKeyCreated`.

@@ -3,8 +3,7 @@
 use schemars::{JsonSchema, schema_for};
 
 use crate::{
-    AccountEvent, ClaimEvent, DomainEvent, Envelope, Intent, RepoEvent, ResourceEvent,
-    ServiceEvent, ZoneEvent,
+    AccountEvent, ClaimEvent, DomainEvent, Envelope, Intent, RepoEvent, ResourceEvent, ServiceEvent, ZoneEvent,
 };
 
 fn pretty<T: JsonSchema>() -> String {

@@ -15,11 +15,6 @@ pub struct Sealed {
 
 impl std::fmt::Debug for Sealed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Sealed(key {}, {} bytes)",
-            self.key_id,
-            self.ciphertext.len()
-        )
+        write!(f, "Sealed(key {}, {} bytes)", self.key_id, self.ciphertext.len())
     }
 }

@@ -35,16 +35,11 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let filter = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .unwrap_or_default();
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_default();
     let run = |name: &str| filter.is_empty() || name.contains(&filter);
     println!(
         "deploy-mcp platform benchmarks ({} cores)",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
     if run("whoami") {
         whoami_throughput().await;
@@ -61,19 +56,10 @@ async fn main() {
 }
 
 async fn whoami_throughput() {
-    let p = TestPlatform::start(Components {
-        gateway: true,
-        relay: true,
-        projector: true,
-        ..Components::NONE
-    })
-    .await;
+    let p = TestPlatform::start(Components { gateway: true, relay: true, projector: true, ..Components::NONE }).await;
     let (key, _) = p.new_key("bench@example.test").await;
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .build()
-        .unwrap();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
     let url = p.mcp_url();
     let send = {
         let (client, url, key) = (client.clone(), url.clone(), key.clone());
@@ -89,11 +75,7 @@ async fn whoami_throughput() {
         }
     };
     let first = send().await.unwrap();
-    assert!(
-        first.status().is_success(),
-        "whoami failed: {}",
-        first.status()
-    );
+    assert!(first.status().is_success(), "whoami failed: {}", first.status());
     let text = first.text().await.unwrap();
     assert!(text.contains("bench@example.test"), "{text}");
 
@@ -142,12 +124,7 @@ async fn whoami_throughput() {
 }
 
 async fn auth_cost() {
-    let p = TestPlatform::start(Components {
-        relay: true,
-        projector: true,
-        ..Components::NONE
-    })
-    .await;
+    let p = TestPlatform::start(Components { relay: true, projector: true, ..Components::NONE }).await;
     let (key, _) = p.new_key("auth-bench@example.test").await;
     let auth = gateway::auth::KeyAuth::new(p.adapters.store.clone(), Duration::from_millis(500));
     let header = format!("Bearer {key}");
@@ -168,12 +145,7 @@ async fn auth_cost() {
 }
 
 async fn projection_latency() {
-    let p = TestPlatform::start(Components {
-        relay: true,
-        projector: true,
-        ..Components::NONE
-    })
-    .await;
+    let p = TestPlatform::start(Components { relay: true, projector: true, ..Components::NONE }).await;
     let commands = Arc::new(p.commands());
     let store = p.adapters.store.clone();
     let rate = 1_000u32;
@@ -191,10 +163,7 @@ async fn projection_latency() {
             use futures::StreamExt as _;
             while let Some(payload) = tail.next().await {
                 if let Ok(env) = serde_json::from_slice::<Envelope>(&payload) {
-                    arrived
-                        .lock()
-                        .await
-                        .insert(env.id.aggregate_id, Instant::now());
+                    arrived.lock().await.insert(env.id.aggregate_id, Instant::now());
                 }
             }
         })
@@ -203,12 +172,7 @@ async fn projection_latency() {
 
     // Watcher: polls the checkpoints written in the same transaction as the rows.
     let watcher = {
-        let (pending, latencies, done, store) = (
-            pending.clone(),
-            latencies.clone(),
-            done.clone(),
-            store.clone(),
-        );
+        let (pending, latencies, done, store) = (pending.clone(), latencies.clone(), done.clone(), store.clone());
         tokio::spawn(async move {
             loop {
                 let ids: Vec<String> = pending.lock().await.keys().cloned().collect();
@@ -216,20 +180,12 @@ async fn projection_latency() {
                     break;
                 }
                 if !ids.is_empty() {
-                    let mut tx = store.begin().await.unwrap();
-                    let seen = store::rows::load::<store::rows::UserRow>(
-                        &mut tx,
-                        store::READ_MODEL_SCHEMA,
-                        &ids,
-                    )
-                    .await
-                    .unwrap();
-                    drop(tx);
+                    let seen = store.checkpointed(&ids).await.unwrap();
                     let now = Instant::now();
                     let mut pending = pending.lock().await;
                     let mut lat = latencies.lock().await;
-                    for row in seen {
-                        if let Some(t0) = pending.remove(&row.agg_id) {
+                    for agg in seen {
+                        if let Some(t0) = pending.remove(&agg) {
                             lat.push(now - t0);
                         }
                     }
@@ -266,10 +222,7 @@ async fn projection_latency() {
     }
     let appended_in = started.elapsed();
     done.store(true, Ordering::Relaxed);
-    if tokio::time::timeout(Duration::from_secs(60), watcher)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(60), watcher).await.is_err() {
         let left = pending.lock().await.len();
         let outbox = store.outbox_len().await.unwrap_or(-1);
         let stream = p.adapters.bus.last_sequence("EVENTS").await.unwrap_or(0);
@@ -279,10 +232,8 @@ async fn projection_latency() {
     let mut lat = latencies.lock().await.clone();
     lat.sort();
     let (committed, arrived) = (committed.lock().await, arrived.lock().await);
-    let mut relay: Vec<Duration> = committed
-        .iter()
-        .filter_map(|(id, c)| arrived.get(id).map(|a| a.saturating_duration_since(*c)))
-        .collect();
+    let mut relay: Vec<Duration> =
+        committed.iter().filter_map(|(id, c)| arrived.get(id).map(|a| a.saturating_duration_since(*c))).collect();
     relay.sort();
     println!(
         "  of which commit → in JetStream (relay): p50 {}, p99 {}",
@@ -338,14 +289,14 @@ async fn replay_rate() {
     }
     p.adapters.bus.publish_events(&batch).await.unwrap();
     let published = t.elapsed();
-    let report = projector::rebuild(&p.adapters.store, &p.adapters.bus, "rm_bench", false)
-        .await
-        .unwrap();
+    let report = projector::rebuild(&p.adapters.store, &p.adapters.bus, "rm_bench", false).await.unwrap();
     println!(
-        "replay: {} events rebuilt into read models in {:.2} s = {:.0} events/s (publishing them took {:.2} s)",
+        "replay: {} events rebuilt into read models in {:.2} s = {:.0} events/s (read+fold {:.2} s, write {:.2} s; publishing them took {:.2} s)",
         report.events,
         report.elapsed.as_secs_f64(),
         report.events as f64 / report.elapsed.as_secs_f64(),
+        report.fold.as_secs_f64(),
+        report.write.as_secs_f64(),
         published.as_secs_f64(),
     );
 }

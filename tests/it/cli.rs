@@ -32,12 +32,8 @@ fn bin(db: &TestDb, nats: &str, prefix: &str) -> Command {
 async fn dev_prints_a_working_mcp_url_key_and_claude_line() {
     let db = TestDb::create().await;
     let nats = shared_nats_url().await;
-    let mut child = bin(&db, &nats, &unique("t"))
-        .arg("dev")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child =
+        bin(&db, &nats, &unique("t")).arg("dev").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut url, mut key, mut claude) = (None, None, None);
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -58,30 +54,12 @@ async fn dev_prints_a_working_mcp_url_key_and_claude_line() {
     .await
     .expect("deploy-mcp dev prints its connection details");
     let (url, key, claude) = (url.unwrap(), key.unwrap(), claude.unwrap());
-    assert!(
-        claude.contains("--transport http") && claude.contains(&url) && claude.contains(&key),
-        "{claude}"
-    );
+    assert!(claude.contains("--transport http") && claude.contains(&url) && claude.contains(&key), "{claude}");
 
-    let client = mcp_client(&url, &key)
-        .await
-        .expect("connect with the printed key");
-    assert!(
-        client
-            .list_all_tools()
-            .await
-            .unwrap()
-            .iter()
-            .any(|t| t.name == "whoami")
-    );
-    let me = client
-        .call_tool(CallToolRequestParams::new("whoami"))
-        .await
-        .unwrap();
-    assert_eq!(
-        me.structured_content.unwrap()["email"],
-        "dev@deploy-mcp.localhost"
-    );
+    let client = mcp_client(&url, &key).await.expect("connect with the printed key");
+    assert!(client.list_all_tools().await.unwrap().iter().any(|t| t.name == "whoami"));
+    let me = client.call_tool(CallToolRequestParams::new("whoami")).await.unwrap();
+    assert_eq!(me.structured_content.unwrap()["email"], "dev@deploy-mcp.localhost");
     client.cancel().await.unwrap();
     child.kill().await.unwrap();
 }
@@ -91,80 +69,34 @@ async fn api_key_create_prints_only_the_key_and_revoke_takes_the_prefix() {
     let db = TestDb::create().await;
     let nats = shared_nats_url().await;
     let prefix = unique("t");
-    let out = bin(&db, &nats, &prefix)
-        .args(["api-key", "create", "--email", "ops@example.test"])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        bin(&db, &nats, &prefix).args(["api-key", "create", "--email", "ops@example.test"]).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let key = stdout.trim();
-    assert_eq!(
-        stdout.lines().count(),
-        1,
-        "only the key on stdout: {stdout:?}"
-    );
+    assert_eq!(stdout.lines().count(), 1, "only the key on stdout: {stdout:?}");
     assert!(gateway::keys::parse(key).is_ok(), "{key}");
-    assert!(
-        !String::from_utf8_lossy(&out.stderr).contains(key),
-        "the key never reaches the logs"
-    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(key), "the key never reaches the logs");
 
     let key_prefix = gateway::keys::parse(key).unwrap().to_owned();
-    let out = bin(&db, &nats, &prefix)
-        .args(["api-key", "revoke", &key_prefix])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = bin(&db, &nats, &prefix)
-        .args(["api-key", "revoke", "dk_live_missing0"])
-        .output()
-        .await
-        .unwrap();
+    let out = bin(&db, &nats, &prefix).args(["api-key", "revoke", &key_prefix]).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin(&db, &nats, &prefix).args(["api-key", "revoke", "dk_live_missing0"]).output().await.unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 
-    let out = bin(&db, &nats, &prefix)
-        .args(["api-key", "create", "--email", "not-an-email"])
-        .output()
-        .await
-        .unwrap();
+    let out = bin(&db, &nats, &prefix).args(["api-key", "create", "--email", "not-an-email"]).output().await.unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an e-mail address"));
 
     let stores = store::Store::connect(&db.url, 1).await.unwrap();
-    assert_eq!(
-        stores.event_count().await.unwrap(),
-        5,
-        "claim + account + key claim + key + revocation"
-    );
-    bus::Bus::connect(&nats, &prefix)
-        .await
-        .unwrap()
-        .delete_streams()
-        .await
-        .unwrap();
+    assert_eq!(stores.event_count().await.unwrap(), 5, "claim + account + key claim + key + revocation");
+    bus::Bus::connect(&nats, &prefix).await.unwrap().delete_streams().await.unwrap();
 }
 
 #[tokio::test]
 async fn bad_configuration_exits_64() {
-    let out = std::process::Command::new(deploy_mcp_bin())
-        .args(["--listen", "not-an-address", "migrate"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(64),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        std::process::Command::new(deploy_mcp_bin()).args(["--listen", "not-an-address", "migrate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
 }

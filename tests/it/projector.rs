@@ -6,22 +6,14 @@ use deploy_mcp::Components;
 use deploy_mcp_tests::{TestPlatform, eventually};
 use events::*;
 
-const RELAY_AND_PROJECTOR: Components = Components {
-    relay: true,
-    projector: true,
-    ..Components::NONE
-};
+const RELAY_AND_PROJECTOR: Components = Components { relay: true, projector: true, ..Components::NONE };
 
 fn t(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000 + secs, 123_456_789).unwrap()
 }
 
 fn sealed() -> Sealed {
-    Sealed {
-        key_id: "k1".into(),
-        nonce: "bm9uY2U=".into(),
-        ciphertext: "c2VjcmV0".into(),
-    }
+    Sealed { key_id: "k1".into(), nonce: "bm9uY2U=".into(), ciphertext: "c2VjcmV0".into() }
 }
 
 /// Events of every other aggregate, as later services will emit them, so that every
@@ -45,7 +37,7 @@ fn other_aggregates(owner: UserId) -> Vec<Envelope> {
                 owner,
                 name: "app".into(),
                 host: RepoHost::Internal,
-                description: Some("an app".into()),
+                description: Some("an app\twith \\ odd\nchars, é and \"quotes\"".into()),
                 created_at: t(1),
             }),
             e(RepoEvent::GitTokenIssued {
@@ -84,19 +76,9 @@ fn other_aggregates(owner: UserId) -> Vec<Envelope> {
                 reason: "created".into(),
                 requested_at: t(2),
             }),
-            e(ServiceEvent::BuildStarted {
-                deployment_id: d1,
-                started_at: t(3),
-            }),
-            e(ServiceEvent::BuildSucceeded {
-                deployment_id: d1,
-                artifact: "sha256:1".into(),
-                finished_at: t(4),
-            }),
-            e(ServiceEvent::DeploymentLive {
-                deployment_id: d1,
-                live_at: t(5),
-            }),
+            e(ServiceEvent::BuildStarted { deployment_id: d1, started_at: t(3) }),
+            e(ServiceEvent::BuildSucceeded { deployment_id: d1, artifact: "sha256:1".into(), finished_at: t(4) }),
+            e(ServiceEvent::DeploymentLive { deployment_id: d1, live_at: t(5) }),
             e(ServiceEvent::DeploymentRequested {
                 deployment_id: d2,
                 commit_sha: "b".repeat(40),
@@ -105,10 +87,7 @@ fn other_aggregates(owner: UserId) -> Vec<Envelope> {
             }),
             e(ServiceEvent::DeploymentFailed {
                 deployment_id: d2,
-                reason: FailureReason::PortNotListened {
-                    expected: 8000,
-                    listened: vec![3000],
-                },
+                reason: FailureReason::PortNotListened { expected: 8000, listened: vec![3000] },
                 failed_at: t(7),
             }),
         ],
@@ -150,10 +129,7 @@ fn other_aggregates(owner: UserId) -> Vec<Envelope> {
                 region: None,
                 requested_at: t(1),
             }),
-            e(ResourceEvent::ResourceProvisioned {
-                credentials: sealed(),
-                provisioned_at: t(2),
-            }),
+            e(ResourceEvent::ResourceProvisioned { credentials: sealed(), provisioned_at: t(2) }),
         ],
     );
     let zone = ZoneId::new();
@@ -205,57 +181,34 @@ async fn wait_projected(p: &TestPlatform, extra: &[Envelope]) {
     let store = p.adapters.store.clone();
     let total = store.event_count().await.unwrap() as usize + extra.len();
     let bus = p.adapters.bus.clone();
-    eventually(
-        Duration::from_secs(30),
-        "the projector to apply every event",
-        || {
-            let (store, bus, expected) = (store.clone(), bus.clone(), expected.clone());
-            async move {
-                if (bus.last_sequence("EVENTS").await.ok()? as usize) < total {
-                    return None;
-                }
-                let dump = store::rows::dump(&store, store::READ_MODEL_SCHEMA)
-                    .await
-                    .ok()?;
-                let checkpoints: BTreeMap<String, u64> = dump[0]
-                    .1
-                    .iter()
-                    .map(|r| {
-                        (
-                            r["agg_id"].as_str().unwrap().to_owned(),
-                            r["last_sequence"].as_u64().unwrap(),
-                        )
-                    })
-                    .collect();
-                let applied: usize = checkpoints.values().map(|s| *s as usize).sum();
-                let extra_ok = expected
-                    .iter()
-                    .all(|(agg, seq)| checkpoints.get(agg) == Some(seq));
-                (extra_ok && applied == total).then_some(())
+    eventually(Duration::from_secs(30), "the projector to apply every event", || {
+        let (store, bus, expected) = (store.clone(), bus.clone(), expected.clone());
+        async move {
+            if (bus.last_sequence("EVENTS").await.ok()? as usize) < total {
+                return None;
             }
-        },
-    )
+            let dump = store::rows::dump(&store, store::READ_MODEL_SCHEMA).await.ok()?;
+            let checkpoints: BTreeMap<String, u64> = dump[0]
+                .1
+                .iter()
+                .map(|r| (r["agg_id"].as_str().unwrap().to_owned(), r["last_sequence"].as_u64().unwrap()))
+                .collect();
+            let applied: usize = checkpoints.values().map(|s| *s as usize).sum();
+            let extra_ok = expected.iter().all(|(agg, seq)| checkpoints.get(agg) == Some(seq));
+            (extra_ok && applied == total).then_some(())
+        }
+    })
     .await;
 }
 
 async fn populate(p: &TestPlatform) -> Vec<Envelope> {
     let owner = {
         let c = p.commands();
-        let u = gateway::accounts::ensure_account(&c, "owner@example.test", Limits::default())
-            .await
-            .unwrap();
-        let k1 = gateway::accounts::create_api_key(&c, u, "one", 4)
-            .await
-            .unwrap();
-        gateway::accounts::create_api_key(&c, u, "two", 4)
-            .await
-            .unwrap();
-        gateway::accounts::revoke_api_key(&c, &k1.key.prefix)
-            .await
-            .unwrap();
-        gateway::accounts::ensure_account(&c, "other@example.test", Limits::default())
-            .await
-            .unwrap();
+        let u = gateway::accounts::ensure_account(&c, "owner@example.test", Limits::default()).await.unwrap();
+        let k1 = gateway::accounts::create_api_key(&c, u, "one", 4).await.unwrap();
+        gateway::accounts::create_api_key(&c, u, "two", 4).await.unwrap();
+        gateway::accounts::revoke_api_key(&c, &k1.key.prefix).await.unwrap();
+        gateway::accounts::ensure_account(&c, "other@example.test", Limits::default()).await.unwrap();
         u
     };
     let extra = other_aggregates(owner);
@@ -268,35 +221,21 @@ async fn populate(p: &TestPlatform) -> Vec<Envelope> {
 async fn read_models_follow_the_events() {
     let p = TestPlatform::start(RELAY_AND_PROJECTOR).await;
     populate(&p).await;
-    let dump = store::rows::dump(&p.adapters.store, store::READ_MODEL_SCHEMA)
-        .await
-        .unwrap();
+    let dump = store::rows::dump(&p.adapters.store, store::READ_MODEL_SCHEMA).await.unwrap();
     let table = |name: &str| dump.iter().find(|(t, _)| t == name).unwrap().1.clone();
     assert_eq!(table("users").len(), 2);
     let keys = table("api_keys");
     assert_eq!(keys.len(), 2);
-    assert_eq!(
-        keys.iter().filter(|k| !k["revoked_at"].is_null()).count(),
-        1
-    );
+    assert_eq!(keys.iter().filter(|k| !k["revoked_at"].is_null()).count(), 1);
     let services = table("services");
     assert_eq!(services.len(), 1, "the deleted service is gone");
-    assert_eq!(
-        services[0]["status"], "live",
-        "a failed redeploy keeps the live deployment"
-    );
+    assert_eq!(services[0]["status"], "live", "a failed redeploy keeps the live deployment");
     let deployments = table("deployments");
     assert_eq!(
-        deployments
-            .iter()
-            .map(|d| d["status"].as_str().unwrap())
-            .collect::<BTreeSet<_>>(),
+        deployments.iter().map(|d| d["status"].as_str().unwrap()).collect::<BTreeSet<_>>(),
         ["failed", "live"].into()
     );
-    let failed = deployments
-        .iter()
-        .find(|d| d["status"] == "failed")
-        .unwrap();
+    let failed = deployments.iter().find(|d| d["status"] == "failed").unwrap();
     assert_eq!(failed["failure"]["kind"], "port_not_listened");
     assert_eq!(table("resources")[0]["status"], "ready");
     assert_eq!(table("zones")[0]["status"], "active");
@@ -308,22 +247,12 @@ async fn replayed_read_models_equal_the_live_ones() {
     let p = TestPlatform::start(RELAY_AND_PROJECTOR).await;
     populate(&p).await;
     let store = &p.adapters.store;
-    let live = store::rows::dump(store, store::READ_MODEL_SCHEMA)
-        .await
-        .unwrap();
-    let report = projector::rebuild(store, &p.adapters.bus, "rm_check", false)
-        .await
-        .unwrap();
-    assert_eq!(
-        report.events,
-        p.adapters.bus.last_sequence("EVENTS").await.unwrap()
-    );
+    let live = store::rows::dump(store, store::READ_MODEL_SCHEMA).await.unwrap();
+    let report = projector::rebuild(store, &p.adapters.bus, "rm_check", false).await.unwrap();
+    assert_eq!(report.events, p.adapters.bus.last_sequence("EVENTS").await.unwrap());
     let replayed = store::rows::dump(store, "rm_check").await.unwrap();
     assert_eq!(replayed, live);
-    assert!(
-        live.iter().all(|(_, rows)| !rows.is_empty()),
-        "every table is exercised"
-    );
+    assert!(live.iter().all(|(_, rows)| !rows.is_empty()), "every table is exercised");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,24 +260,11 @@ async fn redelivered_events_change_nothing() {
     let p = TestPlatform::start(RELAY_AND_PROJECTOR).await;
     let extra = populate(&p).await;
     let store = &p.adapters.store;
-    let before = store::rows::dump(store, store::READ_MODEL_SCHEMA)
-        .await
-        .unwrap();
-    let applied = projector::apply_batch(store, store::READ_MODEL_SCHEMA, &extra)
-        .await
-        .unwrap();
+    let before = store::rows::dump(store, store::READ_MODEL_SCHEMA).await.unwrap();
+    let applied = projector::apply_batch(store, store::READ_MODEL_SCHEMA, &extra).await.unwrap();
     assert_eq!(applied, 0);
-    assert_eq!(
-        p.adapters.bus.publish_events(&extra).await.unwrap(),
-        extra.len(),
-        "the stream drops them too"
-    );
-    assert_eq!(
-        store::rows::dump(store, store::READ_MODEL_SCHEMA)
-            .await
-            .unwrap(),
-        before
-    );
+    assert_eq!(p.adapters.bus.publish_events(&extra).await.unwrap(), extra.len(), "the stream drops them too");
+    assert_eq!(store::rows::dump(store, store::READ_MODEL_SCHEMA).await.unwrap(), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,18 +272,9 @@ async fn replay_swaps_in_and_live_projection_continues() {
     let p = TestPlatform::start(RELAY_AND_PROJECTOR).await;
     populate(&p).await;
     let store = &p.adapters.store;
-    let before = store::rows::dump(store, store::READ_MODEL_SCHEMA)
-        .await
-        .unwrap();
-    projector::rebuild(store, &p.adapters.bus, "rm_rebuild", true)
-        .await
-        .unwrap();
-    assert_eq!(
-        store::rows::dump(store, store::READ_MODEL_SCHEMA)
-            .await
-            .unwrap(),
-        before
-    );
+    let before = store::rows::dump(store, store::READ_MODEL_SCHEMA).await.unwrap();
+    projector::rebuild(store, &p.adapters.bus, "rm_rebuild", true).await.unwrap();
+    assert_eq!(store::rows::dump(store, store::READ_MODEL_SCHEMA).await.unwrap(), before);
     // The live projector keeps writing into the swapped-in models.
     let (_, prefix) = p.new_key("after-swap@example.test").await;
     assert!(store.api_key_by_prefix(&prefix).await.unwrap().is_some());

@@ -6,22 +6,15 @@ use deploy_mcp_tests::{NatsProcess, TestPlatform, eventually};
 use events::{Envelope, Intent, PushReceived, RepoId};
 use futures::StreamExt;
 
-const RELAY_ONLY: Components = Components {
-    relay: true,
-    ..Components::NONE
-};
+const RELAY_ONLY: Components = Components { relay: true, ..Components::NONE };
 
 /// Commits `n` accounts (two events each: the e-mail claim and the opening).
 async fn open_accounts(p: &TestPlatform, tag: &str, n: usize) {
     let commands = p.commands();
     for i in 0..n {
-        gateway::accounts::ensure_account(
-            &commands,
-            &format!("{tag}{i}@example.test"),
-            events::Limits::default(),
-        )
-        .await
-        .expect("account opens");
+        gateway::accounts::ensure_account(&commands, &format!("{tag}{i}@example.test"), events::Limits::default())
+            .await
+            .expect("account opens");
     }
 }
 
@@ -51,34 +44,24 @@ async fn assert_stream_matches_store(p: &TestPlatform) {
     let committed = p.adapters.store.event_count().await.unwrap() as usize;
     let ids: BTreeSet<String> = envelopes.iter().map(|e| e.id.to_string()).collect();
     assert_eq!(ids.len(), envelopes.len(), "an event was published twice");
-    assert_eq!(
-        envelopes.len(),
-        committed,
-        "the stream and the event store differ"
-    );
+    assert_eq!(envelopes.len(), committed, "the stream and the event store differ");
     let mut last_seq = std::collections::HashMap::new();
     for e in &envelopes {
-        let prev = last_seq
-            .insert(e.id.aggregate_id.clone(), e.id.sequence)
-            .unwrap_or(0);
+        let prev = last_seq.insert(e.id.aggregate_id.clone(), e.id.sequence).unwrap_or(0);
         assert_eq!(e.id.sequence, prev + 1, "{} out of order", e.id);
     }
 }
 
 async fn wait_relayed(p: &TestPlatform, expected: u64) {
     let (store, bus) = (p.adapters.store.clone(), p.adapters.bus.clone());
-    eventually(
-        Duration::from_secs(30),
-        "the relay to drain the outbox",
-        || {
-            let (store, bus) = (store.clone(), bus.clone());
-            async move {
-                let empty = store.outbox_len().await.ok()? == 0;
-                let seq = bus.last_sequence("EVENTS").await.ok()?;
-                (empty && seq >= expected).then_some(())
-            }
-        },
-    )
+    eventually(Duration::from_secs(30), "the relay to drain the outbox", || {
+        let (store, bus) = (store.clone(), bus.clone());
+        async move {
+            let empty = store.outbox_len().await.ok()? == 0;
+            let seq = bus.last_sequence("EVENTS").await.ok()?;
+            (empty && seq >= expected).then_some(())
+        }
+    })
     .await;
 }
 
@@ -97,9 +80,7 @@ async fn relay_loses_nothing_under_concurrent_commits() {
     let mut tasks = Vec::new();
     for t in 0..16 {
         let p = p.clone();
-        tasks.push(tokio::spawn(async move {
-            open_accounts(&p, &format!("conc{t}-"), 15).await
-        }));
+        tasks.push(tokio::spawn(async move { open_accounts(&p, &format!("conc{t}-"), 15).await }));
     }
     for t in tasks {
         t.await.unwrap();
@@ -118,10 +99,7 @@ async fn relay_loses_and_doubles_nothing_when_nats_stops_and_restarts() {
     nats.kill();
     // Commands keep working while NATS is down: events wait in the outbox.
     open_accounts(&p, "during", 10).await;
-    assert!(
-        p.adapters.store.outbox_len().await.unwrap() > 0,
-        "events must wait in the outbox while NATS is down"
-    );
+    assert!(p.adapters.store.outbox_len().await.unwrap() > 0, "events must wait in the outbox while NATS is down");
 
     nats.start().await;
     open_accounts(&p, "after", 5).await;
@@ -141,9 +119,7 @@ async fn relay_that_crashed_after_publishing_republishes_without_doubles() {
 
     // A new relay starts: it publishes the same rows again, and the stream drops them.
     p.stop().await;
-    let running = deploy_mcp::start(&p.settings, &p.adapters, RELAY_ONLY, None)
-        .await
-        .unwrap();
+    let running = deploy_mcp::start(&p.settings, &p.adapters, RELAY_ONLY, None).await.unwrap();
     wait_relayed(&p, 20).await;
     assert_eq!(p.adapters.bus.last_sequence("EVENTS").await.unwrap(), 20);
     assert_stream_matches_store(&p).await;
@@ -154,25 +130,11 @@ async fn relay_that_crashed_after_publishing_republishes_without_doubles() {
 async fn duplicate_publishes_are_ignored() {
     let p = TestPlatform::start(Components::NONE).await;
     open_accounts(&p, "dup", 1).await;
-    let envelopes: Vec<_> = p
-        .adapters
-        .store
-        .outbox_batch(10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.envelope)
-        .collect();
+    let envelopes: Vec<_> = p.adapters.store.outbox_batch(10).await.unwrap().into_iter().map(|r| r.envelope).collect();
     let bus = &p.adapters.bus;
     assert_eq!(bus.publish_events(&envelopes).await.unwrap(), 0);
-    assert_eq!(
-        bus.publish_events(&envelopes).await.unwrap(),
-        envelopes.len()
-    );
-    assert_eq!(
-        bus.last_sequence("EVENTS").await.unwrap(),
-        envelopes.len() as u64
-    );
+    assert_eq!(bus.publish_events(&envelopes).await.unwrap(), envelopes.len());
+    assert_eq!(bus.last_sequence("EVENTS").await.unwrap(), envelopes.len() as u64);
 
     let push = Intent::PushReceived(PushReceived {
         repo: RepoId::new(),
@@ -182,15 +144,9 @@ async fn duplicate_publishes_are_ignored() {
         pusher: "agent".into(),
         received_at: chrono::Utc::now(),
     });
-    assert!(
-        !bus.publish_intent(&push).await.unwrap(),
-        "first delivery is new"
-    );
+    assert!(!bus.publish_intent(&push).await.unwrap(), "first delivery is new");
     for _ in 0..5 {
-        assert!(
-            bus.publish_intent(&push).await.unwrap(),
-            "redelivery is a duplicate"
-        );
+        assert!(bus.publish_intent(&push).await.unwrap(), "redelivery is a duplicate");
     }
     assert_eq!(bus.last_sequence("INTENTS").await.unwrap(), 1);
 }

@@ -5,21 +5,11 @@ use std::collections::BTreeMap;
 
 fn dependencies() -> BTreeMap<String, Vec<String>> {
     let out = std::process::Command::new(env!("CARGO"))
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
         .expect("cargo metadata runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     meta["packages"]
         .as_array()
@@ -41,36 +31,18 @@ fn dependencies() -> BTreeMap<String, Vec<String>> {
 #[test]
 fn events_is_a_pure_contract() {
     let deps = dependencies();
-    for forbidden in [
-        "tokio",
-        "async-nats",
-        "sqlx",
-        "axum",
-        "rmcp",
-        "cqrs-es",
-        "reqwest",
-    ] {
-        assert!(
-            !deps["events"].iter().any(|d| d == forbidden),
-            "events must not depend on {forbidden}"
-        );
+    for forbidden in ["tokio", "async-nats", "sqlx", "axum", "rmcp", "cqrs-es", "reqwest"] {
+        assert!(!deps["events"].iter().any(|d| d == forbidden), "events must not depend on {forbidden}");
     }
 }
 
 #[test]
 fn drivers_stay_in_their_adapters() {
     let deps = dependencies();
-    for (driver, owners) in [
-        ("async-nats", &["bus"][..]),
-        ("sqlx", &["store"][..]),
-        ("postgres-es", &["store"][..]),
-    ] {
+    for (driver, owners) in [("async-nats", &["bus"][..]), ("sqlx", &["store"][..]), ("postgres-es", &["store"][..])] {
         for (package, d) in &deps {
             if d.iter().any(|x| x == driver) {
-                assert!(
-                    owners.contains(&package.as_str()),
-                    "{package} imports {driver}; only {owners:?} may"
-                );
+                assert!(owners.contains(&package.as_str()), "{package} imports {driver}; only {owners:?} may");
             }
         }
     }
@@ -82,10 +54,7 @@ fn services_never_depend_on_each_other() {
     let services = ["gateway", "builder", "scheduler", "dns", "projector"];
     for s in services {
         for d in &deps[s] {
-            assert!(
-                !services.contains(&d.as_str()),
-                "service {s} depends on service {d}"
-            );
+            assert!(!services.contains(&d.as_str()), "service {s} depends on service {d}");
         }
     }
 }

@@ -39,8 +39,7 @@ pub struct ConsumerDef {
 impl Definitions {
     /// The definitions compiled into the binary from `nats/streams.json`.
     pub fn embedded() -> Self {
-        serde_json::from_str(include_str!("../../../nats/streams.json"))
-            .expect("nats/streams.json is valid")
+        serde_json::from_str(include_str!("../../../nats/streams.json")).expect("nats/streams.json is valid")
     }
 }
 
@@ -49,16 +48,8 @@ impl StreamDef {
         StreamConfig {
             name: full_name.to_owned(),
             description: Some(self.description.clone()),
-            subjects: self
-                .subjects
-                .iter()
-                .map(|s| format!("{prefix}.{s}"))
-                .collect(),
-            storage: if self.storage == "memory" {
-                StorageType::Memory
-            } else {
-                StorageType::File
-            },
+            subjects: self.subjects.iter().map(|s| format!("{prefix}.{s}")).collect(),
+            storage: if self.storage == "memory" { StorageType::Memory } else { StorageType::File },
             max_age: Duration::from_secs(self.max_age_secs),
             max_bytes: self.max_bytes.unwrap_or(-1),
             duplicate_window: Duration::from_secs(self.duplicate_window_secs),
@@ -70,16 +61,9 @@ impl StreamDef {
 
 impl ConsumerDef {
     pub fn to_config(&self, prefix: &str) -> PullConfig {
-        let mut filters: Vec<String> = self
-            .filter_subjects
-            .iter()
-            .map(|s| format!("{prefix}.{s}"))
-            .collect();
-        let (filter_subject, filter_subjects) = if filters.len() == 1 {
-            (filters.remove(0), vec![])
-        } else {
-            (String::new(), filters)
-        };
+        let mut filters: Vec<String> = self.filter_subjects.iter().map(|s| format!("{prefix}.{s}")).collect();
+        let (filter_subject, filter_subjects) =
+            if filters.len() == 1 { (filters.remove(0), vec![]) } else { (String::new(), filters) };
         PullConfig {
             durable_name: Some(self.durable.clone()),
             description: Some(self.description.clone()),
@@ -102,11 +86,7 @@ mod tests {
         let defs = Definitions::embedded();
         assert!(defs.streams.iter().any(|s| s.name == "EVENTS"));
         for c in &defs.consumers {
-            assert!(
-                defs.streams.iter().any(|s| s.name == c.stream),
-                "consumer {} names a missing stream",
-                c.durable
-            );
+            assert!(defs.streams.iter().any(|s| s.name == c.stream), "consumer {} names a missing stream", c.durable);
         }
     }
 }

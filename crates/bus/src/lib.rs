@@ -64,10 +64,7 @@ impl Delivery {
 
     /// Asks for redelivery after `delay` (the handler failed for a passing reason).
     pub async fn nak(&self, delay: Duration) -> Result<()> {
-        self.msg
-            .ack_with(jetstream::AckKind::Nak(Some(delay)))
-            .await
-            .map_err(unavailable)
+        self.msg.ack_with(jetstream::AckKind::Nak(Some(delay))).await.map_err(unavailable)
     }
 }
 
@@ -87,14 +84,8 @@ pub fn subject_token(raw: &str) -> String {
 impl Bus {
     /// Connects and checks the server supports what we use (JetStream, server >= 2.10).
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
-        if prefix.is_empty()
-            || !prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return Err(Error::Config(format!(
-                "NATS prefix `{prefix}` must be letters, digits or `_`"
-            )));
+        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(Error::Config(format!("NATS prefix `{prefix}` must be letters, digits or `_`")));
         }
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
@@ -107,9 +98,7 @@ impl Bus {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while client.connection_state() != async_nats::connection::State::Connected {
             if tokio::time::Instant::now() > deadline {
-                return Err(Error::Unavailable(format!(
-                    "no NATS server answered at {url}"
-                )));
+                return Err(Error::Unavailable(format!("no NATS server answered at {url}")));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -120,11 +109,7 @@ impl Bus {
             )));
         }
         let js = jetstream::new(client.clone());
-        Ok(Self {
-            client,
-            js,
-            prefix: prefix.to_owned(),
-        })
+        Ok(Self { client, js, prefix: prefix.to_owned() })
     }
 
     pub fn prefix(&self) -> &str {
@@ -141,23 +126,13 @@ impl Bus {
         let defs = Definitions::embedded();
         for s in &defs.streams {
             let config = s.to_config(&self.prefix, &self.stream_name(&s.name), replicas);
-            self.js
-                .create_or_update_stream(config)
-                .await
-                .map_err(unavailable)?;
+            self.js.create_or_update_stream(config).await.map_err(unavailable)?;
         }
         for c in &defs.consumers {
-            let stream = self
-                .js
-                .get_stream(self.stream_name(&c.stream))
-                .await
-                .map_err(unavailable)?;
+            let stream = self.js.get_stream(self.stream_name(&c.stream)).await.map_err(unavailable)?;
             let config = c.to_config(&self.prefix);
             // Creates the durable consumer, or updates it to match the definition.
-            stream
-                .create_consumer::<PullConfig>(config)
-                .await
-                .map_err(unavailable)?;
+            stream.create_consumer::<PullConfig>(config).await.map_err(unavailable)?;
         }
         Ok(())
     }
@@ -179,13 +154,9 @@ impl Bus {
         for env in envelopes {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", env.id.to_string().as_str());
-            let payload =
-                Bytes::from(serde_json::to_vec(env).map_err(|e| Error::Decode(e.to_string()))?);
-            let ack = self
-                .js
-                .publish_with_headers(self.event_subject(env), headers, payload)
-                .await
-                .map_err(unavailable)?;
+            let payload = Bytes::from(serde_json::to_vec(env).map_err(|e| Error::Decode(e.to_string()))?);
+            let ack =
+                self.js.publish_with_headers(self.event_subject(env), headers, payload).await.map_err(unavailable)?;
             acks.push(ack);
         }
         let mut duplicates = 0;
@@ -203,22 +174,13 @@ impl Bus {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", intent.dedup_id().as_str());
         let subject = format!("{}.intents.{}", self.prefix, intent.subject_suffix());
-        let payload =
-            Bytes::from(serde_json::to_vec(intent).map_err(|e| Error::Decode(e.to_string()))?);
-        let ack = self
-            .js
-            .publish_with_headers(subject, headers, payload)
-            .await
-            .map_err(unavailable)?;
+        let payload = Bytes::from(serde_json::to_vec(intent).map_err(|e| Error::Decode(e.to_string()))?);
+        let ack = self.js.publish_with_headers(subject, headers, payload).await.map_err(unavailable)?;
         Ok(ack.await.map_err(unavailable)?.duplicate)
     }
 
     async fn durable(&self, stream: &str, durable: &str) -> Result<PullConsumer> {
-        let stream = self
-            .js
-            .get_stream(self.stream_name(stream))
-            .await
-            .map_err(unavailable)?;
+        let stream = self.js.get_stream(self.stream_name(stream)).await.map_err(unavailable)?;
         stream.get_consumer(durable).await.map_err(unavailable)
     }
 
@@ -238,42 +200,28 @@ impl Bus {
             .messages()
             .await
             .map_err(unavailable)?;
-        Ok(messages
-            .map_err(unavailable)
-            .ready_chunks(max)
-            .map(|chunk| {
-                chunk
-                    .into_iter()
-                    .map(|m| {
-                        let msg = m?;
-                        let stream_sequence = msg.info().map_err(unavailable)?.stream_sequence;
-                        Ok(Delivery {
-                            msg,
-                            stream_sequence,
-                        })
-                    })
-                    .collect()
-            }))
+        Ok(messages.map_err(unavailable).ready_chunks(max).map(|chunk| {
+            chunk
+                .into_iter()
+                .map(|m| {
+                    let msg = m?;
+                    let stream_sequence = msg.info().map_err(unavailable)?.stream_sequence;
+                    Ok(Delivery { msg, stream_sequence })
+                })
+                .collect()
+        }))
     }
 
     /// A live tail of every domain event as JetStream stores it (core subscription: no
     /// replay, no acks). For diagnostics and live views, never for handlers that must not miss.
     pub async fn tail_events(&self) -> Result<impl Stream<Item = Bytes> + use<>> {
-        let sub = self
-            .client
-            .subscribe(format!("{}.events.>", self.prefix))
-            .await
-            .map_err(unavailable)?;
+        let sub = self.client.subscribe(format!("{}.events.>", self.prefix)).await.map_err(unavailable)?;
         Ok(sub.map(|m| m.payload))
     }
 
     /// The sequence of the last message in a stream (0 when empty).
     pub async fn last_sequence(&self, stream: &str) -> Result<u64> {
-        let mut s = self
-            .js
-            .get_stream(self.stream_name(stream))
-            .await
-            .map_err(unavailable)?;
+        let mut s = self.js.get_stream(self.stream_name(stream)).await.map_err(unavailable)?;
         Ok(s.info().await.map_err(unavailable)?.state.last_sequence)
     }
 
@@ -284,16 +232,10 @@ impl Bus {
         stream: &str,
         from_sequence: u64,
     ) -> Result<impl Stream<Item = Result<(u64, Bytes)>> + use<>> {
-        let s = self
-            .js
-            .get_stream(self.stream_name(stream))
-            .await
-            .map_err(unavailable)?;
+        let s = self.js.get_stream(self.stream_name(stream)).await.map_err(unavailable)?;
         let consumer = s
             .create_consumer(OrderedConfig {
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: from_sequence.max(1),
-                },
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from_sequence.max(1) },
                 ..Default::default()
             })
             .await
@@ -332,10 +274,7 @@ impl Bus {
 }
 
 fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
-    let mut parts = version
-        .trim_start_matches('v')
-        .split('.')
-        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let mut parts = version.trim_start_matches('v').split('.').map(|p| p.parse::<u64>().unwrap_or(0));
     let (ma, mi) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     (ma, mi) >= (major, minor)
 }

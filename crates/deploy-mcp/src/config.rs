@@ -17,47 +17,22 @@ pub struct Settings {
     )]
     pub database_url: String,
     /// NATS server with JetStream, version 2.10 or newer.
-    #[arg(
-        long,
-        env = "DEPLOY_MCP_NATS_URL",
-        default_value = "nats://127.0.0.1:14222",
-        global = true
-    )]
+    #[arg(long, env = "DEPLOY_MCP_NATS_URL", default_value = "nats://127.0.0.1:14222", global = true)]
     pub nats_url: String,
     /// Prefix of every subject and stream name (letters, digits, `_`).
-    #[arg(
-        long,
-        env = "DEPLOY_MCP_NATS_PREFIX",
-        default_value = "dmcp",
-        global = true
-    )]
+    #[arg(long, env = "DEPLOY_MCP_NATS_PREFIX", default_value = "dmcp", global = true)]
     pub nats_prefix: String,
     /// JetStream replicas of each stream (3 on a cluster).
-    #[arg(
-        long,
-        env = "DEPLOY_MCP_NATS_REPLICAS",
-        default_value_t = 1,
-        global = true
-    )]
+    #[arg(long, env = "DEPLOY_MCP_NATS_REPLICAS", default_value_t = 1, global = true)]
     pub nats_replicas: usize,
     /// Address the gateway listens on.
-    #[arg(
-        long,
-        env = "DEPLOY_MCP_LISTEN",
-        default_value = "127.0.0.1:8081",
-        global = true
-    )]
+    #[arg(long, env = "DEPLOY_MCP_LISTEN", default_value = "127.0.0.1:8081", global = true)]
     pub listen: SocketAddr,
     /// URL clients use to reach the gateway (no trailing slash). Defaults to http://<listen>.
     #[arg(long, env = "DEPLOY_MCP_PUBLIC_URL", global = true)]
     pub public_url: Option<String>,
     /// Extra Host header values the MCP endpoint accepts (comma-separated).
-    #[arg(
-        long,
-        env = "DEPLOY_MCP_ALLOWED_HOSTS",
-        value_delimiter = ',',
-        global = true
-    )]
+    #[arg(long, env = "DEPLOY_MCP_ALLOWED_HOSTS", value_delimiter = ',', global = true)]
     pub allowed_hosts: Vec<String>,
     /// bcrypt cost for new API keys (keys are random, so 10 is plenty).
     #[arg(long, env = "DEPLOY_MCP_BCRYPT_COST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31), global = true)]
@@ -69,11 +44,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn public_url(&self) -> String {
-        self.public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen))
-            .trim_end_matches('/')
-            .to_owned()
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_owned()
     }
 
     /// How stale a verified key's revocation check may get: revocation takes effect within it

@@ -25,27 +25,15 @@ pub struct Adapters {
 pub async fn connect(settings: &Settings) -> anyhow::Result<Adapters> {
     store::ensure_database(&settings.database_url)
         .await
-        .with_context(|| {
-            format!(
-                "cannot reach PostgreSQL at {}",
-                redact(&settings.database_url)
-            )
-        })?;
+        .with_context(|| format!("cannot reach PostgreSQL at {}", redact(&settings.database_url)))?;
     let store = Store::connect(&settings.database_url, settings.db_pool)
         .await
-        .with_context(|| {
-            format!(
-                "cannot connect to PostgreSQL at {}",
-                redact(&settings.database_url)
-            )
-        })?;
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(&settings.database_url)))?;
     store.migrate().await.context("migrating the database")?;
     let bus = Bus::connect(&settings.nats_url, &settings.nats_prefix)
         .await
         .with_context(|| format!("cannot use NATS at {}", settings.nats_url))?;
-    bus.apply_definitions(settings.nats_replicas)
-        .await
-        .context("applying nats/streams.json")?;
+    bus.apply_definitions(settings.nats_replicas).await.context("applying nats/streams.json")?;
     Ok(Adapters { store, bus })
 }
 
@@ -72,22 +60,10 @@ pub struct Components {
 }
 
 impl Components {
-    pub const ALL: Self = Self {
-        gateway: true,
-        relay: true,
-        projector: true,
-        builder: true,
-        scheduler: true,
-        dns: true,
-    };
-    pub const NONE: Self = Self {
-        gateway: false,
-        relay: false,
-        projector: false,
-        builder: false,
-        scheduler: false,
-        dns: false,
-    };
+    pub const ALL: Self =
+        Self { gateway: true, relay: true, projector: true, builder: true, scheduler: true, dns: true };
+    pub const NONE: Self =
+        Self { gateway: false, relay: false, projector: false, builder: false, scheduler: false, dns: false };
 }
 
 /// A running platform (or part of it).
@@ -109,22 +85,14 @@ pub async fn start(
     let mut tasks = JoinSet::new();
     let mut gateway_addr = None;
     if components.relay {
-        let (store, bus, sd) = (
-            adapters.store.clone(),
-            adapters.bus.clone(),
-            shutdown.clone(),
-        );
+        let (store, bus, sd) = (adapters.store.clone(), adapters.bus.clone(), shutdown.clone());
         tasks.spawn(async move {
             relay::run(store, bus, sd).await;
             Ok(())
         });
     }
     if components.projector {
-        let config = projector::Config {
-            store: adapters.store.clone(),
-            bus: adapters.bus.clone(),
-            batch_size: 1_000,
-        };
+        let config = projector::Config { store: adapters.store.clone(), bus: adapters.bus.clone(), batch_size: 1_000 };
         let sd = shutdown.clone();
         tasks.spawn(async move { projector::run(config, sd).await.context("projector") });
     }
@@ -149,54 +117,27 @@ pub async fn start(
             key_recheck: settings.key_recheck(),
         };
         let sd = shutdown.clone();
-        tasks.spawn(async move {
-            gateway::serve(listener, config, sd)
-                .await
-                .context("gateway")
-        });
+        tasks.spawn(async move { gateway::serve(listener, config, sd).await.context("gateway") });
     }
     if components.builder {
-        let (config, sd) = (
-            builder::Config {
-                bus: adapters.bus.clone(),
-            },
-            shutdown.clone(),
-        );
+        let (config, sd) = (builder::Config { bus: adapters.bus.clone() }, shutdown.clone());
         tasks.spawn(async move { builder::run(config, sd).await.context("builder") });
     }
     if components.scheduler {
-        let (config, sd) = (
-            scheduler::Config {
-                bus: adapters.bus.clone(),
-            },
-            shutdown.clone(),
-        );
+        let (config, sd) = (scheduler::Config { bus: adapters.bus.clone() }, shutdown.clone());
         tasks.spawn(async move { scheduler::run(config, sd).await.context("scheduler") });
     }
     if components.dns {
-        let (config, sd) = (
-            dns::Config {
-                bus: adapters.bus.clone(),
-            },
-            shutdown.clone(),
-        );
+        let (config, sd) = (dns::Config { bus: adapters.bus.clone() }, shutdown.clone());
         tasks.spawn(async move { dns::run(config, sd).await.context("dns") });
     }
-    Ok(Running {
-        shutdown,
-        gateway_addr,
-        tasks,
-    })
+    Ok(Running { shutdown, gateway_addr, tasks })
 }
 
 impl Running {
     /// Waits until a component stops on its own (an error) or `signal` fires, then drains
     /// every component within `grace`.
-    pub async fn wait(
-        mut self,
-        signal: impl std::future::Future<Output = ()>,
-        grace: Duration,
-    ) -> anyhow::Result<()> {
+    pub async fn wait(mut self, signal: impl std::future::Future<Output = ()>, grace: Duration) -> anyhow::Result<()> {
         let first = tokio::select! {
             _ = signal => None,
             r = self.tasks.join_next() => r,
@@ -223,9 +164,7 @@ impl Running {
 
     /// Stops everything now and waits for it (tests).
     pub async fn stop(self) {
-        let _ = self
-            .wait(std::future::ready(()), Duration::from_secs(5))
-            .await;
+        let _ = self.wait(std::future::ready(()), Duration::from_secs(5)).await;
     }
 }
 
@@ -257,10 +196,7 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(
-            redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

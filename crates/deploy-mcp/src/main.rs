@@ -10,11 +10,7 @@ use clap::{Parser, Subcommand};
 use deploy_mcp::{Components, Settings, connect, shutdown_signal, start};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "deploy-mcp",
-    version,
-    about = "A platform where AI agents ship software over MCP"
-)]
+#[command(name = "deploy-mcp", version, about = "A platform where AI agents ship software over MCP")]
 struct Cli {
     #[command(flatten)]
     settings: Settings,
@@ -68,9 +64,7 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    ExitCode::SUCCESS
-                }
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
                 // EX_USAGE: bad configuration.
                 _ => ExitCode::from(64),
             };
@@ -83,10 +77,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runtime");
@@ -116,10 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev { email } => {
             let running = start(&settings, &adapters, Components::ALL, None).await?;
             let addr = running.gateway_addr.context("gateway did not start")?;
-            let public = settings
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{addr}"));
+            let public = settings.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
             let key = dev_key(&settings, &adapters, &email).await?;
             let mcp = format!("{}/mcp", public.trim_end_matches('/'));
             let mut out = std::io::stdout().lock();
@@ -140,14 +128,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 c.gateway = true;
                 c.relay = true;
             });
-            start(&settings, &adapters, c, None)
-                .await?
-                .wait(shutdown_signal(), GRACE)
-                .await
+            start(&settings, &adapters, c, None).await?.wait(shutdown_signal(), GRACE).await
         }
         Command::Projector { replay: true } => {
-            let report =
-                projector::rebuild(&adapters.store, &adapters.bus, "rm_rebuild", true).await?;
+            let report = projector::rebuild(&adapters.store, &adapters.bus, "rm_rebuild", true).await?;
             tracing::info!(
                 events = report.events,
                 last_sequence = report.last_sequence,
@@ -158,48 +142,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Projector { replay: false } => {
             let c = only(|c| c.projector = true);
-            start(&settings, &adapters, c, None)
-                .await?
-                .wait(shutdown_signal(), GRACE)
-                .await
+            start(&settings, &adapters, c, None).await?.wait(shutdown_signal(), GRACE).await
         }
         Command::Relay => {
             let c = only(|c| c.relay = true);
-            start(&settings, &adapters, c, None)
-                .await?
-                .wait(shutdown_signal(), GRACE)
-                .await
+            start(&settings, &adapters, c, None).await?.wait(shutdown_signal(), GRACE).await
         }
         Command::Builder => {
             let c = only(|c| c.builder = true);
-            start(&settings, &adapters, c, None)
-                .await?
-                .wait(shutdown_signal(), GRACE)
-                .await
+            start(&settings, &adapters, c, None).await?.wait(shutdown_signal(), GRACE).await
         }
         Command::Scheduler => {
             let c = only(|c| c.scheduler = true);
-            start(&settings, &adapters, c, None)
-                .await?
-                .wait(shutdown_signal(), GRACE)
-                .await
+            start(&settings, &adapters, c, None).await?.wait(shutdown_signal(), GRACE).await
         }
         Command::Dns => {
             let c = only(|c| c.dns = true);
-            start(&settings, &adapters, c, None)
-                .await?
-                .wait(shutdown_signal(), GRACE)
-                .await
+            start(&settings, &adapters, c, None).await?.wait(shutdown_signal(), GRACE).await
         }
         Command::Migrate => Ok(()),
         Command::ApiKey(ApiKeyCommand::Create { email, label }) => {
             let commands = store::Commands::new(&adapters.store);
-            let user =
-                gateway::accounts::ensure_account(&commands, &email, events::Limits::default())
-                    .await?;
-            let issued =
-                gateway::accounts::create_api_key(&commands, user, &label, settings.bcrypt_cost)
-                    .await?;
+            let user = gateway::accounts::ensure_account(&commands, &email, events::Limits::default()).await?;
+            let issued = gateway::accounts::create_api_key(&commands, user, &label, settings.bcrypt_cost).await?;
             tracing::info!(user = %user, prefix = %issued.key.prefix, "API key created");
             writeln!(std::io::stdout().lock(), "{}", issued.key.plaintext)?;
             Ok(())
@@ -214,27 +179,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Creates a fresh key for the dev account and waits until the gateway accepts it.
-async fn dev_key(
-    settings: &Settings,
-    adapters: &deploy_mcp::Adapters,
-    email: &str,
-) -> anyhow::Result<String> {
+async fn dev_key(settings: &Settings, adapters: &deploy_mcp::Adapters, email: &str) -> anyhow::Result<String> {
     let commands = store::Commands::new(&adapters.store);
-    let user =
-        gateway::accounts::ensure_account(&commands, email, events::Limits::default()).await?;
-    let issued =
-        gateway::accounts::create_api_key(&commands, user, "dev", settings.bcrypt_cost).await?;
+    let user = gateway::accounts::ensure_account(&commands, email, events::Limits::default()).await?;
+    let issued = gateway::accounts::create_api_key(&commands, user, "dev", settings.bcrypt_cost).await?;
     let deadline = Instant::now() + Duration::from_secs(15);
-    while adapters
-        .store
-        .api_key_by_prefix(&issued.key.prefix)
-        .await?
-        .is_none()
-    {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the new key did not reach the read models within 15 s"
-        );
+    while adapters.store.api_key_by_prefix(&issued.key.prefix).await?.is_none() {
+        anyhow::ensure!(Instant::now() < deadline, "the new key did not reach the read models within 15 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(issued.key.plaintext)

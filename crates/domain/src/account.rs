@@ -28,23 +28,9 @@ pub struct KeyState {
 
 #[derive(Debug, Clone)]
 pub enum AccountCommand {
-    Open {
-        user_id: UserId,
-        email: String,
-        limits: Limits,
-        now: DateTime<Utc>,
-    },
-    CreateApiKey {
-        key_id: ApiKeyId,
-        prefix: String,
-        hash: String,
-        label: String,
-        now: DateTime<Utc>,
-    },
-    RevokeApiKey {
-        key_id: ApiKeyId,
-        now: DateTime<Utc>,
-    },
+    Open { user_id: UserId, email: String, limits: Limits, now: DateTime<Utc> },
+    CreateApiKey { key_id: ApiKeyId, prefix: String, hash: String, label: String, now: DateTime<Utc> },
+    RevokeApiKey { key_id: ApiKeyId, now: DateTime<Utc> },
 }
 
 impl Account {
@@ -52,86 +38,37 @@ impl Account {
     /// may retry after a crash.
     pub fn decide(&self, command: AccountCommand) -> Result<Vec<AccountEvent>, Rejection> {
         match command {
-            AccountCommand::Open {
-                user_id,
-                email,
-                limits,
-                now,
-            } => match &self.opened {
+            AccountCommand::Open { user_id, email, limits, now } => match &self.opened {
                 Some(o) if o.user_id == user_id && o.email == email => Ok(vec![]),
-                Some(_) => Err(Rejection::Taken {
-                    what: format!("account {user_id}"),
-                }),
-                None => Ok(vec![AccountEvent::AccountOpened {
-                    user_id,
-                    email,
-                    limits,
-                    opened_at: now,
-                }]),
+                Some(_) => Err(Rejection::Taken { what: format!("account {user_id}") }),
+                None => Ok(vec![AccountEvent::AccountOpened { user_id, email, limits, opened_at: now }]),
             },
-            AccountCommand::CreateApiKey {
-                key_id,
-                prefix,
-                hash,
-                label,
-                now,
-            } => {
-                let opened = self.opened.as_ref().ok_or_else(|| Rejection::NotFound {
-                    what: "account".into(),
-                })?;
+            AccountCommand::CreateApiKey { key_id, prefix, hash, label, now } => {
+                let opened = self.opened.as_ref().ok_or_else(|| Rejection::NotFound { what: "account".into() })?;
                 if self.keys.contains_key(&key_id) {
                     return Ok(vec![]);
                 }
                 let active = self.keys.values().filter(|k| !k.revoked).count() as u32;
                 if active >= opened.limits.max_api_keys {
-                    return Err(Rejection::LimitReached {
-                        what: "API keys".into(),
-                        limit: opened.limits.max_api_keys,
-                    });
+                    return Err(Rejection::LimitReached { what: "API keys".into(), limit: opened.limits.max_api_keys });
                 }
-                Ok(vec![AccountEvent::ApiKeyCreated {
-                    key_id,
-                    prefix,
-                    hash,
-                    label,
-                    created_at: now,
-                }])
+                Ok(vec![AccountEvent::ApiKeyCreated { key_id, prefix, hash, label, created_at: now }])
             }
             AccountCommand::RevokeApiKey { key_id, now } => match self.keys.get(&key_id) {
-                None => Err(Rejection::NotFound {
-                    what: format!("API key {key_id}"),
-                }),
+                None => Err(Rejection::NotFound { what: format!("API key {key_id}") }),
                 Some(k) if k.revoked => Ok(vec![]),
-                Some(_) => Ok(vec![AccountEvent::ApiKeyRevoked {
-                    key_id,
-                    revoked_at: now,
-                }]),
+                Some(_) => Ok(vec![AccountEvent::ApiKeyRevoked { key_id, revoked_at: now }]),
             },
         }
     }
 
     pub fn evolve(&mut self, event: &AccountEvent) {
         match event {
-            AccountEvent::AccountOpened {
-                user_id,
-                email,
-                limits,
-                ..
-            } => {
-                self.opened = Some(Opened {
-                    user_id: *user_id,
-                    email: email.clone(),
-                    limits: limits.clone(),
-                });
+            AccountEvent::AccountOpened { user_id, email, limits, .. } => {
+                self.opened = Some(Opened { user_id: *user_id, email: email.clone(), limits: limits.clone() });
             }
             AccountEvent::ApiKeyCreated { key_id, prefix, .. } => {
-                self.keys.insert(
-                    *key_id,
-                    KeyState {
-                        prefix: prefix.clone(),
-                        revoked: false,
-                    },
-                );
+                self.keys.insert(*key_id, KeyState { prefix: prefix.clone(), revoked: false });
             }
             AccountEvent::ApiKeyRevoked { key_id, .. } => {
                 if let Some(k) = self.keys.get_mut(key_id) {
@@ -174,10 +111,7 @@ mod tests {
         AccountEvent::AccountOpened {
             user_id: user,
             email: "a@example.com".into(),
-            limits: Limits {
-                max_api_keys: max_keys,
-                ..Limits::default()
-            },
+            limits: Limits { max_api_keys: max_keys, ..Limits::default() },
             opened_at: DateTime::UNIX_EPOCH,
         }
     }
@@ -219,45 +153,27 @@ mod tests {
             .given_no_previous_events()
             .when_async(create(ApiKeyId::new()))
             .await
-            .then_expect_error(Rejection::NotFound {
-                what: "account".into(),
-            });
+            .then_expect_error(Rejection::NotFound { what: "account".into() });
     }
 
     #[tokio::test]
     async fn given_key_limit_reached_when_key_created_then_refused() {
         let user = UserId::new();
         TestFramework::<Account>::with(())
-            .given(vec![
-                Recorded(opened(user, 1)),
-                Recorded(created(ApiKeyId::new())),
-            ])
+            .given(vec![Recorded(opened(user, 1)), Recorded(created(ApiKeyId::new()))])
             .when_async(create(ApiKeyId::new()))
             .await
-            .then_expect_error(Rejection::LimitReached {
-                what: "API keys".into(),
-                limit: 1,
-            });
+            .then_expect_error(Rejection::LimitReached { what: "API keys".into(), limit: 1 });
     }
 
     #[tokio::test]
     async fn given_revoked_key_when_revoked_again_then_nothing() {
         let user = UserId::new();
         let key = ApiKeyId::new();
-        let revoked = AccountEvent::ApiKeyRevoked {
-            key_id: key,
-            revoked_at: DateTime::UNIX_EPOCH,
-        };
+        let revoked = AccountEvent::ApiKeyRevoked { key_id: key, revoked_at: DateTime::UNIX_EPOCH };
         TestFramework::<Account>::with(())
-            .given(vec![
-                Recorded(opened(user, 2)),
-                Recorded(created(key)),
-                Recorded(revoked),
-            ])
-            .when_async(AccountCommand::RevokeApiKey {
-                key_id: key,
-                now: DateTime::UNIX_EPOCH,
-            })
+            .given(vec![Recorded(opened(user, 2)), Recorded(created(key)), Recorded(revoked)])
+            .when_async(AccountCommand::RevokeApiKey { key_id: key, now: DateTime::UNIX_EPOCH })
             .await
             .then_expect_events(vec![]);
     }

@@ -18,47 +18,22 @@ pub struct Holder {
 
 #[derive(Debug, Clone)]
 pub enum ClaimCommand {
-    Claim {
-        kind: ClaimKind,
-        name: String,
-        owner: UserId,
-        target: String,
-        now: DateTime<Utc>,
-    },
-    Release {
-        owner: UserId,
-        now: DateTime<Utc>,
-    },
+    Claim { kind: ClaimKind, name: String, owner: UserId, target: String, now: DateTime<Utc> },
+    Release { owner: UserId, now: DateTime<Utc> },
 }
 
 impl Claim {
     pub fn decide(&self, command: ClaimCommand) -> Result<Vec<ClaimEvent>, Rejection> {
         match command {
-            ClaimCommand::Claim {
-                kind,
-                name,
-                owner,
-                target,
-                now,
-            } => match &self.holder {
+            ClaimCommand::Claim { kind, name, owner, target, now } => match &self.holder {
                 Some(h) if h.owner == owner && h.target == target => Ok(vec![]),
-                Some(_) => Err(Rejection::Taken {
-                    what: format!("{} `{name}`", kind.as_str()),
-                }),
-                None => Ok(vec![ClaimEvent::NameClaimed {
-                    kind,
-                    name,
-                    owner,
-                    target,
-                    claimed_at: now,
-                }]),
+                Some(_) => Err(Rejection::Taken { what: format!("{} `{name}`", kind.as_str()) }),
+                None => Ok(vec![ClaimEvent::NameClaimed { kind, name, owner, target, claimed_at: now }]),
             },
             ClaimCommand::Release { owner, now } => match &self.holder {
                 None => Ok(vec![]),
                 // Another user's name is "not found", never "forbidden": names leak nothing.
-                Some(h) if h.owner != owner => Err(Rejection::NotFound {
-                    what: "name".into(),
-                }),
+                Some(h) if h.owner != owner => Err(Rejection::NotFound { what: "name".into() }),
                 Some(_) => Ok(vec![ClaimEvent::NameReleased { released_at: now }]),
             },
         }
@@ -67,10 +42,7 @@ impl Claim {
     pub fn evolve(&mut self, event: &ClaimEvent) {
         match event {
             ClaimEvent::NameClaimed { owner, target, .. } => {
-                self.holder = Some(Holder {
-                    owner: *owner,
-                    target: target.clone(),
-                });
+                self.holder = Some(Holder { owner: *owner, target: target.clone() });
             }
             ClaimEvent::NameReleased { .. } => self.holder = None,
         }
@@ -134,9 +106,7 @@ mod tests {
 
     #[test]
     fn given_name_held_by_other_when_claimed_then_taken() {
-        let err = claimed(UserId::new())
-            .decide(claim(UserId::new(), "t"))
-            .unwrap_err();
+        let err = claimed(UserId::new()).decide(claim(UserId::new(), "t")).unwrap_err();
         assert!(matches!(err, Rejection::Taken { .. }), "{err}");
     }
 
@@ -149,10 +119,7 @@ mod tests {
     #[test]
     fn given_name_held_by_other_when_released_then_not_found() {
         let err = claimed(UserId::new())
-            .decide(ClaimCommand::Release {
-                owner: UserId::new(),
-                now: DateTime::UNIX_EPOCH,
-            })
+            .decide(ClaimCommand::Release { owner: UserId::new(), now: DateTime::UNIX_EPOCH })
             .unwrap_err();
         assert!(matches!(err, Rejection::NotFound { .. }));
     }

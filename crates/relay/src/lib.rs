@@ -54,12 +54,7 @@ enum Error {
 }
 
 /// Publishes the outbox until it is empty, then waits for a commit; returns on shutdown.
-async fn drain(
-    store: &Store,
-    bus: &Bus,
-    shutdown: &CancellationToken,
-    backoff: &mut Backoff,
-) -> Result<(), Error> {
+async fn drain(store: &Store, bus: &Bus, shutdown: &CancellationToken, backoff: &mut Backoff) -> Result<(), Error> {
     let mut listener = store.outbox_listener().await?;
     loop {
         let batch = store.outbox_batch(BATCH).await?;

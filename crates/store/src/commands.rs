@@ -30,9 +30,9 @@ impl Commands {
     where
         A: cqrs_es::Aggregate,
     {
-        let es = PersistedEventStore::<PostgresEventRepository, A>::new_event_store(
-            PostgresEventRepository::new(self.store.pool.clone()),
-        );
+        let es = PersistedEventStore::<PostgresEventRepository, A>::new_event_store(PostgresEventRepository::new(
+            self.store.pool.clone(),
+        ));
         let mut ctx = es.load_aggregate(aggregate_id).await?;
         Ok(std::mem::take(ctx.aggregate()))
     }

@@ -61,18 +61,15 @@ impl Store {
     /// several processes at once (serialised by an advisory lock).
     pub async fn migrate(&self) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(7355608001)")
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7355608001)").execute(&mut *tx).await?;
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
             .execute(&mut *tx)
             .await?;
         for (version, sql) in MIGRATIONS {
-            let done: Option<i32> =
-                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                    .bind(version)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let done: Option<i32> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
             if done.is_none() {
                 sqlx::raw_sql(sql).execute(&mut *tx).await?;
                 sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
@@ -81,9 +78,7 @@ impl Store {
                     .await?;
             }
         }
-        sqlx::raw_sql(&rows::read_model_ddl(READ_MODEL_SCHEMA))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::raw_sql(&rows::read_model_ddl(READ_MODEL_SCHEMA)).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -105,11 +100,10 @@ pub async fn ensure_database(url: &str) -> Result<()> {
         return Ok(());
     };
     let mut conn = PgConnection::connect_with(&opts.clone().database("postgres")).await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&db)
-            .fetch_one(&mut conn)
-            .await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&db)
+        .fetch_one(&mut conn)
+        .await?;
     if !exists {
         let sql = format!("CREATE DATABASE \"{}\"", db.replace('"', "\"\""));
         match sqlx::raw_sql(&sql).execute(&mut conn).await {
@@ -132,10 +126,7 @@ pub async fn drop_database(url: &str) -> Result<()> {
         return Ok(());
     };
     let mut conn = PgConnection::connect_with(&opts.clone().database("postgres")).await?;
-    let sql = format!(
-        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-        db.replace('"', "\"\"")
-    );
+    let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", db.replace('"', "\"\""));
     sqlx::raw_sql(&sql).execute(&mut conn).await?;
     conn.close().await?;
     Ok(())
@@ -147,11 +138,10 @@ pub async fn databases_with_prefix(url: &str, prefix: &str) -> Result<Vec<String
     use sqlx::postgres::{PgConnectOptions, PgConnection};
     let opts: PgConnectOptions = url.parse()?;
     let mut conn = PgConnection::connect_with(&opts.database("postgres")).await?;
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
-            .bind(prefix)
-            .fetch_all(&mut conn)
-            .await?;
+    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+        .bind(prefix)
+        .fetch_all(&mut conn)
+        .await?;
     conn.close().await?;
     Ok(names)
 }
@@ -159,8 +149,6 @@ pub async fn databases_with_prefix(url: &str, prefix: &str) -> Result<Vec<String
 impl Store {
     /// How many events the event store holds.
     pub async fn event_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM events")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&self.pool).await?)
     }
 }

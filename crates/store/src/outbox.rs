@@ -14,16 +14,7 @@ pub struct OutboxRow {
 /// The Postgres channel the outbox trigger notifies on each commit.
 pub const OUTBOX_CHANNEL: &str = "event_outbox";
 
-type Row = (
-    i64,
-    String,
-    String,
-    i64,
-    String,
-    String,
-    serde_json::Value,
-    DateTime<Utc>,
-);
+type Row = (i64, String, String, i64, String, String, serde_json::Value, DateTime<Utc>);
 
 impl Store {
     /// The oldest events not yet acknowledged by JetStream, in commit order.
@@ -55,11 +46,7 @@ impl Store {
                     OutboxRow {
                         outbox_id,
                         envelope: Envelope {
-                            id: EventId {
-                                aggregate_type,
-                                aggregate_id,
-                                sequence: sequence as u64,
-                            },
+                            id: EventId { aggregate_type, aggregate_id, sequence: sequence as u64 },
                             event_type,
                             event_version,
                             recorded_at,
@@ -75,18 +62,13 @@ impl Store {
     /// ids are allocated at insert but become visible at commit, so a lower id can appear after
     /// a higher one was read, and a range delete would drop it unpublished.
     pub async fn outbox_ack(&self, ids: &[i64]) -> Result<()> {
-        sqlx::query("DELETE FROM event_outbox WHERE id = ANY($1)")
-            .bind(ids)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("DELETE FROM event_outbox WHERE id = ANY($1)").bind(ids).execute(&self.pool).await?;
         Ok(())
     }
 
     /// How many events wait for the relay.
     pub async fn outbox_len(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM event_outbox")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(sqlx::query_scalar("SELECT count(*) FROM event_outbox").fetch_one(&self.pool).await?)
     }
 
     /// A listener woken on each commit; the relay still polls, so a lost notification only delays.
@@ -100,9 +82,7 @@ impl Store {
     /// publishes at a time, so the outbox order is the stream order.
     pub async fn try_relay_leadership(&self) -> Result<Option<sqlx::PgConnection>> {
         let mut conn = self.pool.acquire().await?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(7355608002)")
-            .fetch_one(&mut *conn)
-            .await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(7355608002)").fetch_one(&mut *conn).await?;
         if got {
             // Detached: dropping it closes the session, which releases the lock.
             Ok(Some(conn.detach()))

@@ -1,57 +1,56 @@
--- Read models, written only by the projector. `agg_id` is the aggregate that owns the row: the
--- projector replaces all rows of an aggregate at once, which keeps live and replayed models equal.
+-- Read-model tables, written only by the projector. `agg_id` is the aggregate that owns the
+-- row: the projector replaces all rows of an aggregate at once, which keeps live and replayed
+-- models equal. Keys and indexes are in read_model_indexes.sql, so that a rebuild can create
+-- them after its bulk COPY.
 CREATE SCHEMA IF NOT EXISTS {schema};
 
 CREATE TABLE IF NOT EXISTS {schema}.checkpoints (
-    agg_id         text PRIMARY KEY,
+    agg_id         text NOT NULL,
     aggregate_type text   NOT NULL,
     last_sequence  bigint NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS {schema}.users (
     agg_id    text NOT NULL,
-    user_id   text PRIMARY KEY,
-    email     text NOT NULL UNIQUE,
+    user_id   text NOT NULL,
+    email     text NOT NULL,
     limits    jsonb NOT NULL,
     opened_at timestamptz NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS {schema}.api_keys (
     agg_id     text NOT NULL,
-    key_id     text PRIMARY KEY,
+    key_id     text NOT NULL,
     user_id    text NOT NULL,
-    prefix     text NOT NULL UNIQUE,
+    prefix     text NOT NULL,
     hash       text NOT NULL,
     label      text NOT NULL,
     created_at timestamptz NOT NULL,
     revoked_at timestamptz
 );
-CREATE INDEX IF NOT EXISTS api_keys_agg ON {schema}.api_keys (agg_id);
 
 CREATE TABLE IF NOT EXISTS {schema}.repos (
     agg_id      text NOT NULL,
-    repo_id     text PRIMARY KEY,
+    repo_id     text NOT NULL,
     owner       text NOT NULL,
     name        text NOT NULL,
     host        text NOT NULL,
     description text,
     created_at  timestamptz NOT NULL
 );
-CREATE INDEX IF NOT EXISTS repos_owner ON {schema}.repos (owner, name);
 
 CREATE TABLE IF NOT EXISTS {schema}.git_tokens (
     agg_id     text NOT NULL,
-    token_id   text PRIMARY KEY,
+    token_id   text NOT NULL,
     repo_id    text NOT NULL,
-    prefix     text NOT NULL UNIQUE,
+    prefix     text NOT NULL,
     hash       text NOT NULL,
     expires_at timestamptz NOT NULL
 );
-CREATE INDEX IF NOT EXISTS git_tokens_agg ON {schema}.git_tokens (agg_id);
 
 CREATE TABLE IF NOT EXISTS {schema}.services (
     agg_id          text NOT NULL,
-    service_id      text PRIMARY KEY,
+    service_id      text NOT NULL,
     owner           text NOT NULL,
     project         text NOT NULL,
     name            text NOT NULL,
@@ -69,11 +68,10 @@ CREATE TABLE IF NOT EXISTS {schema}.services (
     live_deployment text,
     created_at      timestamptz NOT NULL
 );
-CREATE INDEX IF NOT EXISTS services_owner ON {schema}.services (owner, project, name);
 
 CREATE TABLE IF NOT EXISTS {schema}.deployments (
     agg_id        text NOT NULL,
-    deployment_id text PRIMARY KEY,
+    deployment_id text NOT NULL,
     service_id    text NOT NULL,
     commit_sha    text NOT NULL,
     reason        text NOT NULL,
@@ -83,11 +81,10 @@ CREATE TABLE IF NOT EXISTS {schema}.deployments (
     requested_at  timestamptz NOT NULL,
     updated_at    timestamptz NOT NULL
 );
-CREATE INDEX IF NOT EXISTS deployments_agg ON {schema}.deployments (agg_id);
 
 CREATE TABLE IF NOT EXISTS {schema}.resources (
     agg_id      text NOT NULL,
-    resource_id text PRIMARY KEY,
+    resource_id text NOT NULL,
     owner       text NOT NULL,
     name        text NOT NULL,
     kind        text NOT NULL,
@@ -98,11 +95,10 @@ CREATE TABLE IF NOT EXISTS {schema}.resources (
     failure     text,
     created_at  timestamptz NOT NULL
 );
-CREATE INDEX IF NOT EXISTS resources_owner ON {schema}.resources (owner, name);
 
 CREATE TABLE IF NOT EXISTS {schema}.zones (
     agg_id         text NOT NULL,
-    zone_id        text PRIMARY KEY,
+    zone_id        text NOT NULL,
     owner          text NOT NULL,
     zone           text NOT NULL,
     txt_value      text NOT NULL,
@@ -111,15 +107,13 @@ CREATE TABLE IF NOT EXISTS {schema}.zones (
     cert_not_after timestamptz,
     requested_at   timestamptz NOT NULL
 );
-CREATE INDEX IF NOT EXISTS zones_zone ON {schema}.zones (zone);
 
 CREATE TABLE IF NOT EXISTS {schema}.domains (
     agg_id     text NOT NULL,
-    domain_id  text PRIMARY KEY,
+    domain_id  text NOT NULL,
     owner      text NOT NULL,
     service_id text NOT NULL,
     zone_id    text NOT NULL,
     domain     text NOT NULL,
     added_at   timestamptz NOT NULL
 );
-CREATE INDEX IF NOT EXISTS domains_domain ON {schema}.domains (domain);

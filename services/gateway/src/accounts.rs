@@ -44,26 +44,15 @@ pub fn normalize_email(raw: &str) -> Result<String, AccountError> {
     let email = raw.trim().to_lowercase();
     let ok = email.len() <= 254
         && email.split_once('@').is_some_and(|(local, host)| {
-            !local.is_empty()
-                && host.contains('.')
-                && !host.starts_with('.')
-                && !host.ends_with('.')
+            !local.is_empty() && host.contains('.') && !host.starts_with('.') && !host.ends_with('.')
         })
         && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    if ok {
-        Ok(email)
-    } else {
-        Err(AccountError::BadEmail(raw.to_owned()))
-    }
+    if ok { Ok(email) } else { Err(AccountError::BadEmail(raw.to_owned())) }
 }
 
 /// Opens the account of `email` unless it exists; returns its id. Safe to repeat after a crash
 /// between the two commits: the e-mail claim names the user id, and opening is idempotent.
-pub async fn ensure_account(
-    commands: &Commands,
-    email: &str,
-    limits: Limits,
-) -> Result<UserId, AccountError> {
+pub async fn ensure_account(commands: &Commands, email: &str, limits: Limits) -> Result<UserId, AccountError> {
     let email = normalize_email(email)?;
     let claim_id = ClaimKind::Email.claim_id(&email);
     let claim: Claim = commands.load(&claim_id).await.map_err(store_error)?;
@@ -81,36 +70,18 @@ pub async fn ensure_account(
             match commands.claims.execute(&claim_id, cmd).await {
                 Ok(()) => user_id,
                 // Lost a race with another creator of the same account: use theirs.
-                Err(
-                    AggregateError::AggregateConflict
-                    | AggregateError::UserError(Rejection::Taken { .. }),
-                ) => {
+                Err(AggregateError::AggregateConflict | AggregateError::UserError(Rejection::Taken { .. })) => {
                     let claim: Claim = commands.load(&claim_id).await.map_err(store_error)?;
-                    claim
-                        .holder
-                        .map(|h| h.owner)
-                        .ok_or_else(|| AccountError::Store("claim vanished".into()))?
+                    claim.holder.map(|h| h.owner).ok_or_else(|| AccountError::Store("claim vanished".into()))?
                 }
                 Err(e) => return Err(rejected(e)),
             }
         }
     };
-    let account: Account = commands
-        .load(&user_id.to_string())
-        .await
-        .map_err(store_error)?;
+    let account: Account = commands.load(&user_id.to_string()).await.map_err(store_error)?;
     if account.opened.is_none() {
-        let cmd = AccountCommand::Open {
-            user_id,
-            email,
-            limits,
-            now: Utc::now(),
-        };
-        commands
-            .accounts
-            .execute(&user_id.to_string(), cmd)
-            .await
-            .map_err(rejected)?;
+        let cmd = AccountCommand::Open { user_id, email, limits, now: Utc::now() };
+        commands.accounts.execute(&user_id.to_string(), cmd).await.map_err(rejected)?;
     }
     Ok(user_id)
 }
@@ -131,11 +102,7 @@ pub async fn create_api_key(
         target: key_id.to_string(),
         now: Utc::now(),
     };
-    commands
-        .claims
-        .execute(&ClaimKind::ApiKeyPrefix.claim_id(&key.prefix), claim)
-        .await
-        .map_err(rejected)?;
+    commands.claims.execute(&ClaimKind::ApiKeyPrefix.claim_id(&key.prefix), claim).await.map_err(rejected)?;
     let plaintext = key.plaintext.clone();
     let hash = tokio::task::spawn_blocking(move || bcrypt::hash(plaintext, bcrypt_cost))
         .await
@@ -148,41 +115,18 @@ pub async fn create_api_key(
         label: label.to_owned(),
         now: Utc::now(),
     };
-    commands
-        .accounts
-        .execute(&user_id.to_string(), cmd)
-        .await
-        .map_err(rejected)?;
-    Ok(IssuedKey {
-        user_id,
-        key_id,
-        key,
-    })
+    commands.accounts.execute(&user_id.to_string(), cmd).await.map_err(rejected)?;
+    Ok(IssuedKey { user_id, key_id, key })
 }
 
 /// Revokes the key with this public prefix (`dk_live_xxxxxxxx`).
-pub async fn revoke_api_key(
-    commands: &Commands,
-    prefix: &str,
-) -> Result<(UserId, ApiKeyId), AccountError> {
+pub async fn revoke_api_key(commands: &Commands, prefix: &str) -> Result<(UserId, ApiKeyId), AccountError> {
     let prefix = prefix.trim();
-    let claim: Claim = commands
-        .load(&ClaimKind::ApiKeyPrefix.claim_id(prefix))
-        .await
-        .map_err(store_error)?;
-    let holder = claim
-        .holder
-        .ok_or_else(|| AccountError::KeyNotFound(prefix.to_owned()))?;
+    let claim: Claim = commands.load(&ClaimKind::ApiKeyPrefix.claim_id(prefix)).await.map_err(store_error)?;
+    let holder = claim.holder.ok_or_else(|| AccountError::KeyNotFound(prefix.to_owned()))?;
     let key_id: ApiKeyId = holder.target.parse().map_err(AccountError::Store)?;
-    let cmd = AccountCommand::RevokeApiKey {
-        key_id,
-        now: Utc::now(),
-    };
-    commands
-        .accounts
-        .execute(&holder.owner.to_string(), cmd)
-        .await
-        .map_err(rejected)?;
+    let cmd = AccountCommand::RevokeApiKey { key_id, now: Utc::now() };
+    commands.accounts.execute(&holder.owner.to_string(), cmd).await.map_err(rejected)?;
     Ok((holder.owner, key_id))
 }
 
@@ -192,19 +136,8 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_or_refused() {
-        assert_eq!(
-            normalize_email(" Ada@Example.COM ").unwrap(),
-            "ada@example.com"
-        );
-        for bad in [
-            "",
-            "ada",
-            "@example.com",
-            "ada@",
-            "ada@example",
-            "a da@example.com",
-            "ada@.com",
-        ] {
+        assert_eq!(normalize_email(" Ada@Example.COM ").unwrap(), "ada@example.com");
+        for bad in ["", "ada", "@example.com", "ada@", "ada@example", "a da@example.com", "ada@.com"] {
             assert!(normalize_email(bad).is_err(), "{bad}");
         }
     }

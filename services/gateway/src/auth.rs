@@ -63,20 +63,13 @@ pub struct KeyAuth {
 
 impl std::fmt::Debug for KeyAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyAuth")
-            .field("recheck", &self.recheck)
-            .finish_non_exhaustive()
+        f.debug_struct("KeyAuth").field("recheck", &self.recheck).finish_non_exhaustive()
     }
 }
 
 impl KeyAuth {
     pub fn new(store: Store, recheck: Duration) -> Self {
-        Self {
-            store,
-            recheck,
-            verified: RwLock::default(),
-            refused: RwLock::default(),
-        }
+        Self { store, recheck, verified: RwLock::default(), refused: RwLock::default() }
     }
 
     /// Authenticates an `Authorization` header value.
@@ -85,9 +78,7 @@ impl KeyAuth {
         let key = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
-            .ok_or(AuthError::Malformed(
-                "use the Bearer scheme: `Authorization: Bearer dk_live_…`",
-            ))?
+            .ok_or(AuthError::Malformed("use the Bearer scheme: `Authorization: Bearer dk_live_…`"))?
             .trim();
         let prefix = keys::parse(key).map_err(AuthError::Malformed)?;
         let digest: Digest32 = Sha256::digest(key.as_bytes()).into();
@@ -98,13 +89,7 @@ impl KeyAuth {
         if let Some(principal) = self.stale(&digest) {
             return self.recheck(digest, principal).await;
         }
-        if self
-            .refused
-            .read()
-            .expect("lock")
-            .get(&digest)
-            .is_some_and(|t| t.elapsed() < NEGATIVE_TTL)
-        {
+        if self.refused.read().expect("lock").get(&digest).is_some_and(|t| t.elapsed() < NEGATIVE_TTL) {
             return Err(AuthError::Unknown);
         }
         self.verify(key, prefix, digest).await
@@ -113,32 +98,18 @@ impl KeyAuth {
     /// The cached principal when checked recently: the hot path, no I/O.
     fn fresh(&self, digest: &Digest32) -> Option<Arc<Principal>> {
         let map = self.verified.read().expect("lock");
-        map.get(digest)
-            .filter(|e| e.checked.elapsed() < self.recheck)
-            .map(|e| e.principal.clone())
+        map.get(digest).filter(|e| e.checked.elapsed() < self.recheck).map(|e| e.principal.clone())
     }
 
     fn stale(&self, digest: &Digest32) -> Option<Arc<Principal>> {
-        self.verified
-            .read()
-            .expect("lock")
-            .get(digest)
-            .map(|e| e.principal.clone())
+        self.verified.read().expect("lock").get(digest).map(|e| e.principal.clone())
     }
 
-    async fn recheck(
-        &self,
-        digest: Digest32,
-        principal: Arc<Principal>,
-    ) -> Result<Arc<Principal>, AuthError> {
-        let active = self
-            .store
-            .api_key_active(&principal.key_id)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "auth: cannot re-check a key");
-                AuthError::Unavailable
-            })?;
+    async fn recheck(&self, digest: Digest32, principal: Arc<Principal>) -> Result<Arc<Principal>, AuthError> {
+        let active = self.store.api_key_active(&principal.key_id).await.map_err(|e| {
+            tracing::warn!(error = %e, "auth: cannot re-check a key");
+            AuthError::Unavailable
+        })?;
         let mut map = self.verified.write().expect("lock");
         if active {
             if let Some(e) = map.get_mut(&digest) {
@@ -151,30 +122,19 @@ impl KeyAuth {
         }
     }
 
-    async fn verify(
-        &self,
-        key: &str,
-        prefix: &str,
-        digest: Digest32,
-    ) -> Result<Arc<Principal>, AuthError> {
+    async fn verify(&self, key: &str, prefix: &str, digest: Digest32) -> Result<Arc<Principal>, AuthError> {
         let unavailable = |e: store::Error| {
             tracing::warn!(error = %e, "auth: cannot look up a key");
             AuthError::Unavailable
         };
-        let Some(row) = self
-            .store
-            .api_key_by_prefix(prefix)
-            .await
-            .map_err(unavailable)?
-        else {
+        let Some(row) = self.store.api_key_by_prefix(prefix).await.map_err(unavailable)? else {
             self.refuse(digest);
             return Err(AuthError::Unknown);
         };
         let (presented, hash) = (key.to_owned(), row.hash.clone());
-        let matches =
-            tokio::task::spawn_blocking(move || bcrypt::verify(presented, &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false);
+        let matches = tokio::task::spawn_blocking(move || bcrypt::verify(presented, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false);
         if !matches {
             self.refuse(digest);
             return Err(AuthError::Unknown);
@@ -182,12 +142,7 @@ impl KeyAuth {
         if row.revoked_at.is_some() {
             return Err(AuthError::Revoked);
         }
-        let user = self
-            .store
-            .user(&row.user_id)
-            .await
-            .map_err(unavailable)?
-            .ok_or(AuthError::Unknown)?;
+        let user = self.store.user(&row.user_id).await.map_err(unavailable)?.ok_or(AuthError::Unknown)?;
         let principal = Arc::new(Principal {
             user_id: user.user_id,
             email: user.email,
@@ -199,13 +154,7 @@ impl KeyAuth {
         if map.len() >= MAX_ENTRIES {
             map.clear();
         }
-        map.insert(
-            digest,
-            Entry {
-                principal: principal.clone(),
-                checked: Instant::now(),
-            },
-        );
+        map.insert(digest, Entry { principal: principal.clone(), checked: Instant::now() });
         Ok(principal)
     }
 

@@ -11,10 +11,7 @@ use crate::auth::AuthError;
 pub enum ApiError {
     /// 401 with the `WWW-Authenticate` challenge pointing at the resource metadata.
     #[error("{error}")]
-    Unauthorized {
-        error: AuthError,
-        resource_metadata: String,
-    },
+    Unauthorized { error: AuthError, resource_metadata: String },
     /// 503: a dependency is down; the body says which.
     #[error("not ready")]
     NotReady(serde_json::Value),
@@ -23,20 +20,11 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            ApiError::Unauthorized {
-                error,
-                resource_metadata,
-            } => {
+            ApiError::Unauthorized { error, resource_metadata } => {
                 if matches!(error, AuthError::Unavailable) {
-                    let body = Json(
-                        json!({"error": "temporarily_unavailable", "error_description": error.to_string()}),
-                    );
-                    return (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        [(header::RETRY_AFTER, "2")],
-                        body,
-                    )
-                        .into_response();
+                    let body =
+                        Json(json!({"error": "temporarily_unavailable", "error_description": error.to_string()}));
+                    return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "2")], body).into_response();
                 }
                 // RFC 6750: no error code when no credentials were sent.
                 let challenge = match error {
@@ -46,11 +34,7 @@ impl IntoResponse for ApiError {
                     _ => format!(
                         "Bearer error=\"invalid_token\", error_description=\"{}\", resource_metadata=\"{resource_metadata}\"",
                         // Header values must be visible ASCII.
-                        error
-                            .to_string()
-                            .replace('"', "'")
-                            .replace('…', "...")
-                            .replace(|c: char| !c.is_ascii(), "")
+                        error.to_string().replace('"', "'").replace('…', "...").replace(|c: char| !c.is_ascii(), "")
                     ),
                 };
                 let body = Json(json!({
@@ -63,9 +47,7 @@ impl IntoResponse for ApiError {
                 }
                 res
             }
-            ApiError::NotReady(detail) => {
-                (StatusCode::SERVICE_UNAVAILABLE, Json(detail)).into_response()
-            }
+            ApiError::NotReady(detail) => (StatusCode::SERVICE_UNAVAILABLE, Json(detail)).into_response(),
         }
     }
 }

@@ -25,9 +25,7 @@ impl std::fmt::Debug for NewKey {
 
 fn random(len: usize) -> String {
     let mut rng = rand::rng();
-    (0..len)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }
 
 pub fn generate() -> NewKey {
@@ -38,9 +36,7 @@ pub fn generate() -> NewKey {
 
 /// Splits a presented key into its lookup prefix, or says why it cannot be a key.
 pub fn parse(key: &str) -> Result<&str, &'static str> {
-    let rest = key
-        .strip_prefix(KEY_SCHEME)
-        .ok_or("API keys start with `dk_live_`")?;
+    let rest = key.strip_prefix(KEY_SCHEME).ok_or("API keys start with `dk_live_`")?;
     if rest.len() != PREFIX_LEN + SECRET_LEN || !rest.bytes().all(|b| ALPHABET.contains(&b)) {
         return Err("the API key is malformed (wrong length or characters); copy it again whole");
     }
@@ -54,10 +50,7 @@ mod tests {
     #[test]
     fn generated_keys_parse_to_their_prefix() {
         let k = generate();
-        assert_eq!(
-            k.plaintext.len(),
-            KEY_SCHEME.len() + PREFIX_LEN + SECRET_LEN
-        );
+        assert_eq!(k.plaintext.len(), KEY_SCHEME.len() + PREFIX_LEN + SECRET_LEN);
         assert_eq!(parse(&k.plaintext).unwrap(), k.prefix);
         assert_ne!(generate().plaintext, k.plaintext);
     }

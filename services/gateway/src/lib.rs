@@ -58,10 +58,7 @@ impl AppState {
     }
 
     fn resource_metadata_url(&self) -> String {
-        format!(
-            "{}/.well-known/oauth-protected-resource/mcp",
-            self.public_url
-        )
+        format!("{}/.well-known/oauth-protected-resource/mcp", self.public_url)
     }
 }
 
@@ -72,16 +69,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result
 }
 
 /// Serves on an already bound listener (tests bind port 0).
-pub async fn serve(
-    listener: TcpListener,
-    config: Config,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, config: Config, shutdown: CancellationToken) -> std::io::Result<()> {
     let router = app(&config, shutdown.clone());
     tracing::info!(addr = %listener.local_addr()?, url = %format!("{}/mcp", config.public_url), "gateway listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
 fn host_of(url: &str) -> Option<String> {
@@ -118,40 +109,28 @@ pub fn app(config: &Config, shutdown: CancellationToken) -> Router {
         Arc::new(LocalSessionManager::default()),
         mcp_config,
     );
-    let protected = Router::new()
-        .nest_service("/mcp", mcp)
-        .layer(middleware::from_fn_with_state(state.clone(), require_key));
+    let protected =
+        Router::new().nest_service("/mcp", mcp).layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route(
-            "/.well-known/oauth-protected-resource",
-            get(resource_metadata),
-        )
-        .route(
-            "/.well-known/oauth-protected-resource/mcp",
-            get(resource_metadata),
-        )
+        .route("/.well-known/oauth-protected-resource", get(resource_metadata))
+        .route("/.well-known/oauth-protected-resource/mcp", get(resource_metadata))
         .merge(protected)
         .with_state(state)
 }
 
 /// Puts the caller's `Principal` in the request, or answers 401 with the RFC 9728 challenge.
 async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     match state.auth.authenticate(header).await {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
-        Err(error) => ApiError::Unauthorized {
-            error,
-            resource_metadata: state.resource_metadata_url(),
+        Err(error) => {
+            ApiError::Unauthorized { error, resource_metadata: state.resource_metadata_url() }.into_response()
         }
-        .into_response(),
     }
 }
 
@@ -166,11 +145,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
         "postgres": pg.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
         "nats": nats.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
     });
-    if pg.is_ok() && nats.is_ok() {
-        Ok(Json(body))
-    } else {
-        Err(ApiError::NotReady(body))
-    }
+    if pg.is_ok() && nats.is_ok() { Ok(Json(body)) } else { Err(ApiError::NotReady(body)) }
 }
 
 /// RFC 9728 protected resource metadata. The authorization server joins it with OAuth.

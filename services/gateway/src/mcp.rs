@@ -5,9 +5,7 @@ use std::sync::Arc;
 use rmcp::handler::server::common::Extension;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::IntoCallToolResult;
-use rmcp::model::{
-    CallToolResponse, CallToolResult, Implementation, ServerCapabilities, ServerConfig,
-};
+use rmcp::model::{CallToolResponse, CallToolResult, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::{Json, ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -45,7 +43,8 @@ impl ToolError {
     fn unauthenticated() -> Self {
         Self {
             error: "unauthenticated",
-            message: "this request carried no verified API key; reconnect with `Authorization: Bearer dk_live_…`".into(),
+            message: "this request carried no verified API key; reconnect with `Authorization: Bearer dk_live_…`"
+                .into(),
         }
     }
 }
@@ -75,20 +74,13 @@ pub struct LimitsView {
 }
 
 fn principal(parts: &http::request::Parts) -> Result<Arc<Principal>, ToolError> {
-    parts
-        .extensions
-        .get::<Arc<Principal>>()
-        .cloned()
-        .ok_or_else(ToolError::unauthenticated)
+    parts.extensions.get::<Arc<Principal>>().cloned().ok_or_else(ToolError::unauthenticated)
 }
 
 #[tool_router]
 impl McpServer {
     pub fn new(state: AppState) -> Self {
-        Self {
-            state,
-            tool_router: Self::tool_router(),
-        }
+        Self { state, tool_router: Self::tool_router() }
     }
 
     /// Who am I? Returns the account behind this connection's API key: its id, e-mail, the
@@ -104,10 +96,7 @@ impl McpServer {
             open_world_hint = false
         )
     )]
-    pub async fn whoami(
-        &self,
-        Extension(parts): Extension<http::request::Parts>,
-    ) -> Result<Json<WhoAmI>, ToolError> {
+    pub async fn whoami(&self, Extension(parts): Extension<http::request::Parts>) -> Result<Json<WhoAmI>, ToolError> {
         let p = principal(&parts)?;
         let l = &p.limits;
         Ok(Json(WhoAmI {

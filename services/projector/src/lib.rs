@@ -59,10 +59,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
 }
 
 async fn project_live(config: &Config, shutdown: &CancellationToken) -> Result<()> {
-    let batches = config
-        .bus
-        .batches(STREAM, DURABLE, config.batch_size)
-        .await?;
+    let batches = config.bus.batches(STREAM, DURABLE, config.batch_size).await?;
     tokio::pin!(batches);
     loop {
         let batch = tokio::select! {
@@ -103,12 +100,8 @@ pub async fn apply_batch(store: &Store, schema: &str, envelopes: &[Envelope]) ->
 }
 
 async fn apply_in(tx: &mut Tx, schema: &str, envelopes: &[Envelope]) -> Result<usize> {
-    let agg_ids: Vec<String> = envelopes
-        .iter()
-        .map(|e| e.id.aggregate_id.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let agg_ids: Vec<String> =
+        envelopes.iter().map(|e| e.id.aggregate_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let touched = model::Touched::of(envelopes);
     let mut model = Model::load(tx, schema, &agg_ids, &touched).await?;
     let mut applied = 0;
@@ -131,6 +124,10 @@ pub struct RebuildReport {
     pub events: u64,
     pub last_sequence: u64,
     pub elapsed: Duration,
+    /// Reading the stream and folding it in memory.
+    pub fold: Duration,
+    /// Writing the rebuilt rows.
+    pub write: Duration,
 }
 
 /// Rebuilds every read model from the EVENTS stream into `schema`. With `swap`, the rebuilt
@@ -143,29 +140,48 @@ pub async fn rebuild(store: &Store, bus: &Bus, schema: &str, swap: bool) -> Resu
     let mut model = Model::default();
     let mut events = 0u64;
     if last > 0 {
+        // Reading and decoding run on a task of their own, folding on this one: the two
+        // overlap on separate cores.
         let replay = bus.replay(STREAM, 1).await?;
-        tokio::pin!(replay);
-        while let Some(item) = replay.next().await {
-            let (seq, payload) = item?;
-            match serde_json::from_slice::<Envelope>(&payload) {
-                Ok(env) => {
-                    if let Err(e) = model.apply(&env) {
-                        tracing::error!(event = %env.id, error = %e, "rebuild: skipping undecodable event");
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<events::Decoded>>>(64);
+        let reader = tokio::spawn(async move {
+            tokio::pin!(replay);
+            let mut chunk = Vec::with_capacity(512);
+            while let Some(item) = replay.next().await {
+                let (seq, payload) = match item {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                match events::Decoded::from_slice(&payload) {
+                    Ok(decoded) => chunk.push(decoded),
+                    Err(e) => {
+                        tracing::error!(stream_sequence = seq, error = %e, "rebuild: skipping undecodable message")
                     }
                 }
-                Err(e) => {
-                    tracing::error!(stream_sequence = seq, error = %e, "rebuild: skipping undecodable message")
+                let end = seq >= last;
+                if (chunk.len() == 512 || end) && tx.send(Ok(std::mem::take(&mut chunk))).await.is_err() {
+                    return;
+                }
+                if end {
+                    return;
                 }
             }
-            events += 1;
-            if seq >= last {
-                break;
+        });
+        while let Some(chunk) = rx.recv().await {
+            for decoded in chunk? {
+                model.apply_decoded(decoded);
+                events += 1;
             }
         }
+        let _ = reader.await;
     }
-    let mut tx = store.begin().await?;
-    model.insert_all(&mut tx, schema).await?;
-    rows::commit(tx).await?;
+    let fold = started.elapsed();
+    model.insert_all(store, schema).await?;
+    store.index_rebuild_schema(schema).await?;
+    let write = started.elapsed() - fold;
 
     let mut tx = store.begin().await?;
     rows::lock_projection(&mut tx).await?;
@@ -190,9 +206,5 @@ pub async fn rebuild(store: &Store, bus: &Bus, schema: &str, swap: bool) -> Resu
         Store::swap_read_models(&mut tx, schema).await?;
     }
     rows::commit(tx).await?;
-    Ok(RebuildReport {
-        events,
-        last_sequence: now_last.max(last),
-        elapsed: started.elapsed(),
-    })
+    Ok(RebuildReport { events, last_sequence: now_last.max(last), elapsed: started.elapsed(), fold, write })
 }

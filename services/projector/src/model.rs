@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use events::{
-    AccountEvent, AnyEvent, DecodeError, DomainEvent, Envelope, RepoEvent, ResourceEvent,
+    AccountEvent, AnyEvent, DecodeError, Decoded, DomainEvent, Envelope, EventId, RepoEvent, ResourceEvent,
     ServiceEvent, ZoneEvent,
 };
 use store::rows::{
-    self, ApiKeyRow, CheckpointRow, DeploymentRow, DomainRow, GitTokenRow, RepoRow, ResourceRow,
-    ServiceRow, Table, Tx, UserRow, ZoneRow,
+    self, ApiKeyRow, CheckpointRow, DeploymentRow, DomainRow, GitTokenRow, RepoRow, ResourceRow, ServiceRow, Table, Tx,
+    UserRow, ZoneRow,
 };
 
 /// Read-model rows held in memory, keyed by their table key.
@@ -34,12 +34,7 @@ pub struct Touched(std::collections::BTreeSet<String>);
 
 impl Touched {
     pub fn of(envelopes: &[Envelope]) -> Self {
-        Self(
-            envelopes
-                .iter()
-                .map(|e| e.id.aggregate_type.clone())
-                .collect(),
-        )
+        Self(envelopes.iter().map(|e| e.id.aggregate_type.clone()).collect())
     }
 
     /// Whether a row of `table` can belong to an aggregate of these types. Keep in step with
@@ -90,72 +85,92 @@ macro_rules! each_table {
 
 impl Model {
     /// Loads every row owned by `agg_ids` from `schema`, reading only the tables that
-    /// aggregates of `types` can own.
-    pub async fn load(
-        tx: &mut Tx,
-        schema: &str,
-        agg_ids: &[String],
-        types: &Touched,
-    ) -> store::Result<Self> {
-        let mut model = Self::default();
-        macro_rules! load {
+    /// aggregates of `types` can own, in one round trip.
+    pub async fn load(tx: &mut Tx, schema: &str, agg_ids: &[String], types: &Touched) -> store::Result<Self> {
+        let mut names = Vec::new();
+        macro_rules! name {
             ($field:ident, $ty:ty) => {
                 if types.owns(<$ty as Table>::NAME) {
-                    model.$field = keyed(rows::load::<$ty>(tx, schema, agg_ids).await?);
+                    names.push(<$ty as Table>::NAME);
                 }
             };
         }
-        each_table!(load);
+        each_table!(name);
+        let mut json = rows::load_tables(tx, schema, agg_ids, &names).await?;
+        let mut model = Self::default();
+        macro_rules! take {
+            ($field:ident, $ty:ty) => {
+                if let Some(v) = json.remove(<$ty as Table>::NAME) {
+                    let rows: Vec<$ty> = serde_json::from_value(v)
+                        .map_err(|e| store::Error::Decode(format!("{}: {e}", <$ty as Table>::NAME)))?;
+                    model.$field = keyed(rows);
+                }
+            };
+        }
+        each_table!(take);
         Ok(model)
     }
 
     /// Replaces every row owned by `agg_ids` in `schema` with this model's rows, in the
-    /// tables that aggregates of `types` can own.
-    pub async fn replace(
-        &self,
-        tx: &mut Tx,
-        schema: &str,
-        agg_ids: &[String],
-        types: &Touched,
-    ) -> store::Result<()> {
-        macro_rules! replace {
+    /// tables that aggregates of `types` can own, in one round trip.
+    pub async fn replace(&self, tx: &mut Tx, schema: &str, agg_ids: &[String], types: &Touched) -> store::Result<()> {
+        let mut tables = Vec::new();
+        macro_rules! table {
             ($field:ident, $ty:ty) => {
                 if types.owns(<$ty as Table>::NAME) {
                     let rows: Vec<&$ty> = self.$field.values().collect();
-                    rows::replace::<$ty>(tx, schema, agg_ids, &rows).await?;
+                    let json = serde_json::to_value(rows).map_err(|e| store::Error::Decode(e.to_string()))?;
+                    tables.push((<$ty as Table>::NAME, json));
                 }
             };
         }
-        each_table!(replace);
-        Ok(())
+        each_table!(table);
+        rows::replace_tables(tx, schema, agg_ids, &tables).await
     }
 
-    /// Inserts every row into an empty `schema` (a rebuild).
-    pub async fn insert_all(&self, tx: &mut Tx, schema: &str) -> store::Result<()> {
+    /// Inserts every row into an empty `schema` (a rebuild): one COPY per table, all tables at
+    /// once on connections of their own, so that Postgres loads them in parallel.
+    pub async fn insert_all(&self, store: &store::Store, schema: &str) -> store::Result<()> {
+        let mut copies: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = store::Result<()>> + Send + '_>>> =
+            Vec::new();
         macro_rules! insert {
             ($field:ident, $ty:ty) => {
-                let rows: Vec<&$ty> = self.$field.values().collect();
-                rows::insert::<$ty>(tx, schema, &rows).await?;
+                if !self.$field.is_empty() {
+                    copies.push(Box::pin(async move {
+                        let rows: Vec<&$ty> = self.$field.values().collect();
+                        let mut tx = store.begin().await?;
+                        rows::insert::<$ty>(&mut tx, schema, &rows).await?;
+                        rows::commit(tx).await
+                    }));
+                }
             };
         }
         each_table!(insert);
+        futures::future::try_join_all(copies).await?;
         Ok(())
     }
 
     /// Applies one committed event. Idempotent: an event at or below the aggregate's checkpoint
     /// is a redelivery and changes nothing.
     pub fn apply(&mut self, env: &Envelope) -> Result<Applied, DecodeError> {
-        let agg = env.id.aggregate_id.clone();
-        let seq = env.id.sequence as i64;
-        if self
-            .checkpoints
-            .get(&agg)
-            .is_some_and(|c| c.last_sequence >= seq)
-        {
+        if self.seen(&env.id) {
             return Ok(Applied::Duplicate);
         }
         let event = env.decode()?;
-        let at = env.recorded_at;
+        Ok(self.apply_decoded(Decoded { id: env.id.clone(), recorded_at: env.recorded_at, event }))
+    }
+
+    fn seen(&self, id: &EventId) -> bool {
+        self.checkpoints.get(&id.aggregate_id).is_some_and(|c| c.last_sequence >= id.sequence as i64)
+    }
+
+    /// Applies an already decoded event (the replay's fast path); idempotent like `apply`.
+    pub fn apply_decoded(&mut self, decoded: Decoded) -> Applied {
+        let Decoded { id, recorded_at: at, event } = decoded;
+        if self.seen(&id) {
+            return Applied::Duplicate;
+        }
+        let agg = id.aggregate_id;
         match event {
             AnyEvent::Account(e) => self.account(&agg, e),
             // Claims serve the command side only; nothing reads them.
@@ -166,44 +181,20 @@ impl Model {
             AnyEvent::Zone(e) => self.zone(&agg, e),
             AnyEvent::Domain(e) => self.domain(&agg, e),
         }
-        self.checkpoints.insert(
-            agg.clone(),
-            CheckpointRow {
-                agg_id: agg,
-                aggregate_type: env.id.aggregate_type.clone(),
-                last_sequence: seq,
-            },
-        );
-        Ok(Applied::Applied)
+        let checkpoint =
+            CheckpointRow { agg_id: agg.clone(), aggregate_type: id.aggregate_type, last_sequence: id.sequence as i64 };
+        self.checkpoints.insert(agg, checkpoint);
+        Applied::Applied
     }
 
     fn account(&mut self, agg: &str, e: AccountEvent) {
         match e {
-            AccountEvent::AccountOpened {
-                user_id,
-                email,
-                limits,
-                opened_at,
-            } => {
+            AccountEvent::AccountOpened { user_id, email, limits, opened_at } => {
                 let user_id = user_id.to_string();
-                self.users.insert(
-                    user_id.clone(),
-                    UserRow {
-                        agg_id: agg.to_owned(),
-                        user_id,
-                        email,
-                        limits,
-                        opened_at,
-                    },
-                );
+                self.users
+                    .insert(user_id.clone(), UserRow { agg_id: agg.to_owned(), user_id, email, limits, opened_at });
             }
-            AccountEvent::ApiKeyCreated {
-                key_id,
-                prefix,
-                hash,
-                label,
-                created_at,
-            } => {
+            AccountEvent::ApiKeyCreated { key_id, prefix, hash, label, created_at } => {
                 let key_id = key_id.to_string();
                 self.api_keys.insert(
                     key_id.clone(),
@@ -229,14 +220,7 @@ impl Model {
 
     fn repo(&mut self, agg: &str, e: RepoEvent) {
         match e {
-            RepoEvent::RepoCreated {
-                repo_id,
-                owner,
-                name,
-                host,
-                description,
-                created_at,
-            } => {
+            RepoEvent::RepoCreated { repo_id, owner, name, host, description, created_at } => {
                 let repo_id = repo_id.to_string();
                 self.repos.insert(
                     repo_id.clone(),
@@ -251,23 +235,11 @@ impl Model {
                     },
                 );
             }
-            RepoEvent::GitTokenIssued {
-                token_id,
-                prefix,
-                hash,
-                expires_at,
-            } => {
+            RepoEvent::GitTokenIssued { token_id, prefix, hash, expires_at } => {
                 let token_id = token_id.to_string();
                 self.git_tokens.insert(
                     token_id.clone(),
-                    GitTokenRow {
-                        agg_id: agg.to_owned(),
-                        token_id,
-                        repo_id: agg.to_owned(),
-                        prefix,
-                        hash,
-                        expires_at,
-                    },
+                    GitTokenRow { agg_id: agg.to_owned(), token_id, repo_id: agg.to_owned(), prefix, hash, expires_at },
                 );
             }
             RepoEvent::RepoDeleted { .. } => {
@@ -278,13 +250,12 @@ impl Model {
     }
 
     fn service(&mut self, agg: &str, e: ServiceEvent, at: DateTime<Utc>) {
-        let set_dep =
-            |model: &mut Self, dep: &events::DeploymentId, f: &dyn Fn(&mut DeploymentRow)| {
-                if let Some(d) = model.deployments.get_mut(&dep.to_string()) {
-                    f(d);
-                    d.updated_at = at;
-                }
-            };
+        let set_dep = |model: &mut Self, dep: &events::DeploymentId, f: &dyn Fn(&mut DeploymentRow)| {
+            if let Some(d) = model.deployments.get_mut(&dep.to_string()) {
+                f(d);
+                d.updated_at = at;
+            }
+        };
         match e {
             ServiceEvent::ServiceRequested {
                 service_id,
@@ -328,12 +299,7 @@ impl Model {
                     },
                 );
             }
-            ServiceEvent::DeploymentRequested {
-                deployment_id,
-                commit_sha,
-                reason,
-                requested_at,
-            } => {
+            ServiceEvent::DeploymentRequested { deployment_id, commit_sha, reason, requested_at } => {
                 let deployment_id = deployment_id.to_string();
                 self.deployments.insert(
                     deployment_id.clone(),
@@ -355,11 +321,7 @@ impl Model {
             ServiceEvent::BuildStarted { deployment_id, .. } => {
                 set_dep(self, &deployment_id, &|d| d.status = "building".into());
             }
-            ServiceEvent::BuildSucceeded {
-                deployment_id,
-                artifact,
-                ..
-            } => {
+            ServiceEvent::BuildSucceeded { deployment_id, artifact, .. } => {
                 set_dep(self, &deployment_id, &|d| {
                     d.status = "starting".into();
                     d.artifact = Some(artifact.clone());
@@ -367,11 +329,7 @@ impl Model {
             }
             ServiceEvent::DeploymentLive { deployment_id, .. } => {
                 let id = deployment_id.to_string();
-                for d in self
-                    .deployments
-                    .values_mut()
-                    .filter(|d| d.agg_id == agg && d.status == "live")
-                {
+                for d in self.deployments.values_mut().filter(|d| d.agg_id == agg && d.status == "live") {
                     d.status = "replaced".into();
                     d.updated_at = at;
                 }
@@ -381,19 +339,12 @@ impl Model {
                     s.status = "live".into();
                 }
             }
-            ServiceEvent::DeploymentFailed {
-                deployment_id,
-                reason,
-                ..
-            } => {
+            ServiceEvent::DeploymentFailed { deployment_id, reason, .. } => {
                 set_dep(self, &deployment_id, &|d| {
                     d.status = "failed".into();
                     d.failure = serde_json::to_value(&reason).ok();
                 });
-                let live = self
-                    .services
-                    .get(agg)
-                    .and_then(|s| s.live_deployment.clone());
+                let live = self.services.get(agg).and_then(|s| s.live_deployment.clone());
                 self.set_service_status(agg, if live.is_some() { "live" } else { "failed" });
             }
             ServiceEvent::ServiceDeleted { .. } => {
@@ -411,15 +362,7 @@ impl Model {
 
     fn resource(&mut self, agg: &str, e: ResourceEvent) {
         match e {
-            ResourceEvent::ResourceRequested {
-                resource_id,
-                owner,
-                name,
-                kind,
-                size,
-                region,
-                requested_at,
-            } => {
+            ResourceEvent::ResourceRequested { resource_id, owner, name, kind, size, region, requested_at } => {
                 let resource_id = resource_id.to_string();
                 self.resources.insert(
                     resource_id.clone(),
@@ -464,14 +407,7 @@ impl Model {
             }
         };
         match e {
-            ZoneEvent::ZoneDelegationRequested {
-                zone_id,
-                owner,
-                zone,
-                txt_value,
-                expires_at,
-                requested_at,
-            } => {
+            ZoneEvent::ZoneDelegationRequested { zone_id, owner, zone, txt_value, expires_at, requested_at } => {
                 let zone_id = zone_id.to_string();
                 self.zones.insert(
                     zone_id.clone(),
@@ -490,23 +426,14 @@ impl Model {
             }
             ZoneEvent::ZoneVerified { .. } => set(self, &|z| z.status = "verified".into()),
             ZoneEvent::ZoneActivated { .. } => set(self, &|z| z.status = "active".into()),
-            ZoneEvent::CertificateIssued { not_after, .. } => {
-                set(self, &|z| z.cert_not_after = Some(not_after))
-            }
+            ZoneEvent::CertificateIssued { not_after, .. } => set(self, &|z| z.cert_not_after = Some(not_after)),
             ZoneEvent::ZoneExpired { .. } => set(self, &|z| z.status = "expired".into()),
         }
     }
 
     fn domain(&mut self, agg: &str, e: DomainEvent) {
         match e {
-            DomainEvent::CustomDomainAdded {
-                domain_id,
-                owner,
-                service,
-                zone,
-                domain,
-                added_at,
-            } => {
+            DomainEvent::CustomDomainAdded { domain_id, owner, service, zone, domain, added_at } => {
                 let domain_id = domain_id.to_string();
                 self.domains.insert(
                     domain_id.clone(),
@@ -563,15 +490,9 @@ mod tests {
             label: "l".into(),
             created_at: DateTime::UNIX_EPOCH,
         };
-        let revoked = AccountEvent::ApiKeyRevoked {
-            key_id: key,
-            revoked_at: DateTime::UNIX_EPOCH,
-        };
+        let revoked = AccountEvent::ApiKeyRevoked { key_id: key, revoked_at: DateTime::UNIX_EPOCH };
         for (i, e) in [opened, created, revoked].into_iter().enumerate() {
-            assert_eq!(
-                m.apply(&env(&agg, i as u64 + 1, e)).unwrap(),
-                Applied::Applied
-            );
+            assert_eq!(m.apply(&env(&agg, i as u64 + 1, e)).unwrap(), Applied::Applied);
         }
         let row = &m.api_keys[&key.to_string()];
         assert_eq!(row.user_id, agg);
