@@ -3,7 +3,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use deploy_mcp_tests::{TestDb, deploy_mcp_bin, eventually, mcp_client, shared_nats_url, unique};
+use deploy_mcp_tests::{TestDb, deploy_mcp_bin, mcp_client, shared_nats_url, unique};
 use rmcp::model::CallToolRequestParams;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;

@@ -12,6 +12,9 @@ fn t(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000 + secs, 123_456_789).unwrap()
 }
 
+/// An event waiting for its aggregate id and sequence.
+type Pending = Box<dyn Fn(&str, u64) -> Envelope>;
+
 fn sealed() -> Sealed {
     Sealed { key_id: "k1".into(), nonce: "bm9uY2U=".into(), ciphertext: "c2VjcmV0".into() }
 }
@@ -20,12 +23,12 @@ fn sealed() -> Sealed {
 /// projection is exercised (accounts come through the real command side).
 fn other_aggregates(owner: UserId) -> Vec<Envelope> {
     let mut out = Vec::new();
-    let mut push = |agg: &str, events: Vec<Box<dyn Fn(&str, u64) -> Envelope>>| {
+    let mut push = |agg: &str, events: Vec<Pending>| {
         for (i, f) in events.iter().enumerate() {
             out.push(f(agg, i as u64 + 1));
         }
     };
-    fn e<E: Event + 'static>(ev: E) -> Box<dyn Fn(&str, u64) -> Envelope> {
+    fn e<E: Event + 'static>(ev: E) -> Pending {
         Box::new(move |agg, seq| Envelope::new(agg, seq, t(seq as i64), &ev))
     }
     let repo = RepoId::new();

@@ -76,6 +76,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, never in CI logs or files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -98,11 +100,6 @@ const GRACE: Duration = Duration::from_secs(10);
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = cli.settings;
     let adapters = connect(&settings).await?;
-    let only = |f: fn(&mut Components)| {
-        let mut c = Components::NONE;
-        f(&mut c);
-        c
-    };
     match cli.command {
         Command::Dev { email } => {
             let running = start(&settings, &adapters, Components::ALL, None).await?;
@@ -123,11 +120,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             drop(out);
             running.wait(shutdown_signal(), GRACE).await
         }
-        Command::Gateway => {
-            let c = only(|c| {
-                c.gateway = true;
-                c.relay = true;
-            });
+        Command::Gateway
+        | Command::Projector { replay: false }
+        | Command::Relay
+        | Command::Builder
+        | Command::Scheduler
+        | Command::Dns => {
+            let mut c = Components::NONE;
+            match cli.command {
+                // The gateway is the command side: it relays its own commits.
+                Command::Gateway => (c.gateway, c.relay) = (true, true),
+                Command::Projector { .. } => c.projector = true,
+                Command::Relay => c.relay = true,
+                Command::Builder => c.builder = true,
+                Command::Scheduler => c.scheduler = true,
+                _ => c.dns = true,
+            }
             start(&settings, &adapters, c, None).await?.wait(shutdown_signal(), GRACE).await
         }
         Command::Projector { replay: true } => {
@@ -139,26 +147,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "read models rebuilt from the EVENTS stream and swapped in"
             );
             Ok(())
-        }
-        Command::Projector { replay: false } => {
-            let c = only(|c| c.projector = true);
-            start(&settings, &adapters, c, None).await?.wait(shutdown_signal(), GRACE).await
-        }
-        Command::Relay => {
-            let c = only(|c| c.relay = true);
-            start(&settings, &adapters, c, None).await?.wait(shutdown_signal(), GRACE).await
-        }
-        Command::Builder => {
-            let c = only(|c| c.builder = true);
-            start(&settings, &adapters, c, None).await?.wait(shutdown_signal(), GRACE).await
-        }
-        Command::Scheduler => {
-            let c = only(|c| c.scheduler = true);
-            start(&settings, &adapters, c, None).await?.wait(shutdown_signal(), GRACE).await
-        }
-        Command::Dns => {
-            let c = only(|c| c.dns = true);
-            start(&settings, &adapters, c, None).await?.wait(shutdown_signal(), GRACE).await
         }
         Command::Migrate => Ok(()),
         Command::ApiKey(ApiKeyCommand::Create { email, label }) => {

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use events::{AccountEvent, ApiKeyId, Limits, UserId};
 use serde::{Deserialize, Serialize};
 
-use crate::{Recorded, Rejection, emit};
+use crate::Rejection;
 
 /// An account: a user, its limits and its API keys.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,31 +79,13 @@ impl Account {
     }
 }
 
-impl cqrs_es::Aggregate for Account {
-    const TYPE: &'static str = <AccountEvent as events::Event>::AGGREGATE;
-    type Command = AccountCommand;
-    type Event = Recorded<AccountEvent>;
-    type Error = Rejection;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _: &Self::Services,
-        sink: &cqrs_es::event_sink::EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let decision = self.decide(command);
-        emit(decision, sink, self).await
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        self.evolve(&event.0);
-    }
-}
+crate::aggregate!(Account, AccountEvent, AccountCommand);
 
 #[cfg(test)]
 mod tests {
     use cqrs_es::test::TestFramework;
+
+    use crate::Recorded;
 
     use super::*;
 

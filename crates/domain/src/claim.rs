@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use events::{ClaimEvent, ClaimKind, UserId};
 use serde::{Deserialize, Serialize};
 
-use crate::{Recorded, Rejection, emit};
+use crate::Rejection;
 
 /// Who holds a unique name. The aggregate id is `ClaimKind::claim_id(name)`.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,27 +49,7 @@ impl Claim {
     }
 }
 
-impl cqrs_es::Aggregate for Claim {
-    const TYPE: &'static str = <ClaimEvent as events::Event>::AGGREGATE;
-    type Command = ClaimCommand;
-    type Event = Recorded<ClaimEvent>;
-    type Error = Rejection;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _: &Self::Services,
-        sink: &cqrs_es::event_sink::EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let decision = self.decide(command);
-        emit(decision, sink, self).await
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        self.evolve(&event.0);
-    }
-}
+crate::aggregate!(Claim, ClaimEvent, ClaimCommand);
 
 #[cfg(test)]
 mod tests {

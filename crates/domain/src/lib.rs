@@ -42,18 +42,33 @@ pub enum Rejection {
     Invalid(String),
 }
 
-/// Runs a pure decision inside cqrs-es's handler.
-pub(crate) async fn emit<A, E>(
-    decision: Result<Vec<E>, Rejection>,
-    sink: &cqrs_es::event_sink::EventSink<A>,
-    aggregate: &mut A,
-) -> Result<(), Rejection>
-where
-    A: cqrs_es::Aggregate<Event = Recorded<E>>,
-    E: events::Event + Send + Sync,
-{
-    for event in decision? {
-        sink.write(Recorded(event), aggregate).await;
-    }
-    Ok(())
+/// Wires a pure aggregate (`decide`/`evolve`) into cqrs-es: `handle` runs `decide` and records
+/// its events, `apply` runs `evolve`. No services: decisions see only state and command.
+macro_rules! aggregate {
+    ($agg:ty, $event:ty, $command:ty) => {
+        impl cqrs_es::Aggregate for $agg {
+            const TYPE: &'static str = <$event as events::Event>::AGGREGATE;
+            type Command = $command;
+            type Event = $crate::Recorded<$event>;
+            type Error = $crate::Rejection;
+            type Services = ();
+
+            async fn handle(
+                &mut self,
+                command: Self::Command,
+                _: &Self::Services,
+                sink: &cqrs_es::event_sink::EventSink<Self>,
+            ) -> Result<(), Self::Error> {
+                for event in self.decide(command)? {
+                    sink.write($crate::Recorded(event), self).await;
+                }
+                Ok(())
+            }
+
+            fn apply(&mut self, event: Self::Event) {
+                self.evolve(&event.0);
+            }
+        }
+    };
 }
+pub(crate) use aggregate;
