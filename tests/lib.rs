@@ -202,6 +202,7 @@ pub fn test_settings(database_url: &str, nats_url: &str) -> Settings {
     s.public_url = None;
     s.bcrypt_cost = 4;
     s.db_pool = 8;
+    s.data_dir = std::env::temp_dir().join(unique("deploy-mcp-data-"));
     s
 }
 
@@ -266,6 +267,7 @@ impl Drop for TestPlatform {
         if let Some(r) = &self.running {
             r.shutdown.cancel();
         }
+        let _ = std::fs::remove_dir_all(&self.settings.data_dir);
         let (url, prefix) = (self.settings.nats_url.clone(), self.settings.nats_prefix.clone());
         cleanup_blocking(move || async move {
             if let Ok(bus) = bus::Bus::connect(&url, &prefix).await {

@@ -28,9 +28,10 @@ pub enum RepoEvent {
     },
     GitTokenIssued {
         token_id: TokenId,
-        /// Public lookup prefix of the `mlg_…` token.
+        /// Public prefix of the `mlg_…` token (`mlg_` + the repository id + 4 characters).
         prefix: String,
-        /// Slow hash of the token; the token is shown once.
+        /// SHA-256 (hex) of the token, which is random enough not to need a slow hash; the
+        /// token is shown once.
         hash: String,
         expires_at: DateTime<Utc>,
     },

@@ -3,6 +3,7 @@
 
 mod cli;
 mod gateway;
+mod git;
 mod projector;
 mod relay;
 mod tidy;

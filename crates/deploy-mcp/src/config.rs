@@ -37,6 +37,12 @@ pub struct Settings {
     /// bcrypt cost for new API keys (keys are random, so 10 is plenty).
     #[arg(long, env = "DEPLOY_MCP_BCRYPT_COST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31), global = true)]
     pub bcrypt_cost: u32,
+    /// Where the platform keeps its files (bare git repositories under `git/`).
+    #[arg(long, env = "DEPLOY_MCP_DATA_DIR", default_value = ".dev/data", global = true)]
+    pub data_dir: std::path::PathBuf,
+    /// The git binary (2.x with `http-backend`).
+    #[arg(long, env = "DEPLOY_MCP_GIT", default_value = "git", global = true)]
+    pub git_bin: std::path::PathBuf,
     /// Connections in the Postgres pool of this process.
     #[arg(long, env = "DEPLOY_MCP_DB_POOL", default_value_t = 16, global = true)]
     pub db_pool: u32,

@@ -115,6 +115,9 @@ pub async fn start(
             store: adapters.store.clone(),
             bus: adapters.bus.clone(),
             key_recheck: settings.key_recheck(),
+            data_dir: settings.data_dir.clone(),
+            git_bin: settings.git_bin.clone(),
+            reconcile_every: Duration::from_secs(30),
         };
         let sd = shutdown.clone();
         tasks.spawn(async move { gateway::serve(listener, config, sd).await.context("gateway") });

@@ -5,9 +5,11 @@
 
 mod account;
 mod claim;
+mod repo;
 
 pub use account::{Account, AccountCommand};
 pub use claim::{Claim, ClaimCommand};
+pub use repo::{MAX_LIVE_TOKENS, Repo, RepoCommand};
 
 use serde::{Deserialize, Serialize};
 

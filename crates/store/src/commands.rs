@@ -1,6 +1,6 @@
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateContext, AggregateError, EventStore};
-use domain::{Account, Claim};
+use domain::{Account, Claim, Repo};
 use postgres_es::{PostgresCqrs, PostgresEventRepository, postgres_cqrs};
 
 use crate::Store;
@@ -12,7 +12,14 @@ use crate::Store;
 pub struct Commands {
     pub accounts: PostgresCqrs<Account>,
     pub claims: PostgresCqrs<Claim>,
+    pub repos: PostgresCqrs<Repo>,
     store: Store,
+}
+
+impl std::fmt::Debug for Commands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Commands").finish_non_exhaustive()
+    }
 }
 
 impl Commands {
@@ -20,6 +27,7 @@ impl Commands {
         Self {
             accounts: postgres_cqrs(store.pool.clone(), vec![], ()),
             claims: postgres_cqrs(store.pool.clone(), vec![], ()),
+            repos: postgres_cqrs(store.pool.clone(), vec![], ()),
             store: store.clone(),
         }
     }

@@ -481,6 +481,19 @@ impl Store {
         self.one::<UserRow>("users", "email", email).await
     }
 
+    /// A user's repositories by name (at most `limit`), and how many there are in all.
+    pub async fn repos_of(&self, owner: &str, limit: i64) -> Result<(Vec<RepoRow>, i64)> {
+        let sql = format!(
+            "SELECT coalesce((SELECT jsonb_agg(to_jsonb(t) ORDER BY t.name) FROM
+                 (SELECT * FROM {READ_MODEL_SCHEMA}.repos WHERE owner = $1 ORDER BY name LIMIT $2) t), '[]'::jsonb),
+                    (SELECT count(*) FROM {READ_MODEL_SCHEMA}.repos WHERE owner = $1)"
+        );
+        let (json, total): (serde_json::Value, i64) =
+            sqlx::query_as(&sql).bind(owner).bind(limit).fetch_one(&self.pool).await?;
+        let rows = serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))?;
+        Ok((rows, total))
+    }
+
     /// Active keys of a user, newest first (bounded).
     pub async fn api_keys_of(&self, user_id: &str) -> Result<Vec<ApiKeyRow>> {
         let sql = format!(

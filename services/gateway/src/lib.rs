@@ -4,25 +4,29 @@
 pub mod accounts;
 pub mod auth;
 mod error;
+pub mod git;
 pub mod keys;
 pub mod mcp;
+pub mod repos;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use bus::Bus;
 pub use error::ApiError;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
-use store::Store;
+use store::{Commands, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +45,12 @@ pub struct Config {
     pub bus: Bus,
     /// How old a verified key's revocation check may get before it is re-checked.
     pub key_recheck: Duration,
+    /// The platform's data directory: bare git repositories live in `<data_dir>/git`.
+    pub data_dir: PathBuf,
+    /// The `git` binary (its `http-backend` serves smart HTTP).
+    pub git_bin: PathBuf,
+    /// How often the git reconciler announces pushes that were not announced.
+    pub reconcile_every: Duration,
 }
 
 /// Shared state of every handler.
@@ -50,6 +60,9 @@ pub struct AppState {
     pub bus: Bus,
     pub auth: Arc<KeyAuth>,
     pub public_url: String,
+    /// The command side (aggregates on the event store).
+    pub commands: Arc<Commands>,
+    pub git: git::Git,
 }
 
 impl AppState {
@@ -62,6 +75,9 @@ impl AppState {
     }
 }
 
+/// The largest push accepted in one request.
+const GIT_BODY_LIMIT: usize = 512 << 20;
+
 /// Binds `config.listen` and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result<()> {
     let listener = TcpListener::bind(config.listen).await?;
@@ -71,6 +87,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result
 /// Serves on an already bound listener (tests bind port 0).
 pub async fn serve(listener: TcpListener, config: Config, shutdown: CancellationToken) -> std::io::Result<()> {
     let router = app(&config, shutdown.clone());
+    let git = git::Git::new(config.git_bin.clone(), config.data_dir.clone());
+    tokio::spawn(git::reconcile_loop(git, config.bus.clone(), config.reconcile_every, shutdown.clone()));
     tracing::info!(addr = %listener.local_addr()?, url = %format!("{}/mcp", config.public_url), "gateway listening");
     axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
@@ -88,6 +106,8 @@ pub fn app(config: &Config, shutdown: CancellationToken) -> Router {
         bus: config.bus.clone(),
         auth: Arc::new(KeyAuth::new(config.store.clone(), config.key_recheck)),
         public_url: config.public_url.trim_end_matches('/').to_owned(),
+        commands: Arc::new(Commands::new(&config.store)),
+        git: git::Git::new(config.git_bin.clone(), config.data_dir.clone()),
     };
     let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     if let Some(h) = host_of(&state.public_url) {
@@ -116,6 +136,7 @@ pub fn app(config: &Config, shutdown: CancellationToken) -> Router {
         .route("/readyz", get(readyz))
         .route("/.well-known/oauth-protected-resource", get(resource_metadata))
         .route("/.well-known/oauth-protected-resource/mcp", get(resource_metadata))
+        .route("/git/{owner}/{repo}/{*rest}", any(git::handle).layer(DefaultBodyLimit::max(GIT_BODY_LIMIT)))
         .merge(protected)
         .with_state(state)
 }

@@ -2,16 +2,20 @@
 
 use std::sync::Arc;
 
+use chrono::Utc;
+use events::UserId;
 use rmcp::handler::server::common::Extension;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::IntoCallToolResult;
+use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResponse, CallToolResult, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::{Json, ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::auth::Principal;
+use crate::repos::{self, RepoError};
 
 const INSTRUCTIONS: &str = "Deploy MCP ships software for you: git hosting, builds, running apps at \
 https://<name>.<base-domain>, databases and custom domains, all through these tools. \
@@ -20,7 +24,6 @@ Start with `whoami` to see your account and limits. Refer to everything by name;
 /// One MCP server per request (the transport is stateless); it only holds shared state.
 #[derive(Clone)]
 pub struct McpServer {
-    #[allow(dead_code)]
     state: AppState,
     tool_router: ToolRouter<Self>,
 }
@@ -77,6 +80,112 @@ fn principal(parts: &http::request::Parts) -> Result<Arc<Principal>, ToolError> 
     parts.extensions.get::<Arc<Principal>>().cloned().ok_or_else(ToolError::unauthenticated)
 }
 
+fn user_id(p: &Principal) -> Result<UserId, ToolError> {
+    p.user_id.parse().map_err(|_| ToolError::unauthenticated())
+}
+
+impl From<RepoError> for ToolError {
+    fn from(e: RepoError) -> Self {
+        let error = match &e {
+            RepoError::BadName(_) => "invalid_name",
+            RepoError::NotFound(_) => "not_found",
+            RepoError::Limit(_) => "limit_reached",
+            RepoError::GithubUnavailable => "github_not_configured",
+            RepoError::Invalid(_) => "invalid_argument",
+            RepoError::Unavailable(_) => "unavailable",
+        };
+        Self { error, message: e.to_string() }
+    }
+}
+
+/// Where a repository lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum HostParam {
+    /// The platform's own git server (the default).
+    #[default]
+    #[serde(rename = "internal")]
+    Internal,
+    /// A repository on GitHub, through the platform's GitHub App.
+    #[serde(rename = "github.com")]
+    Github,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CreateRepoParams {
+    /// 1-64 characters: lowercase letters, digits, `-` and `_`, starting with a letter or digit.
+    pub name: String,
+    /// `internal` (default) or `github.com`.
+    #[serde(default)]
+    pub host: Option<HostParam>,
+    /// A one-line description (at most 500 characters).
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct GitTokenParams {
+    /// The repository's name, as given to create_repo.
+    pub name: String,
+    /// `internal` (default) or `github.com`.
+    #[serde(default)]
+    pub host: Option<HostParam>,
+    /// How long the token lives, in minutes (1-1440, default 60).
+    #[serde(default)]
+    pub ttl_minutes: Option<u32>,
+}
+
+/// A repository.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RepoView {
+    pub name: String,
+    pub host: HostParam,
+    /// HTTPS clone URL (authenticate with a token from get_git_token).
+    pub clone_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// False when the repository already existed (create_repo is safe to retry).
+    pub created: bool,
+    /// What to do next.
+    pub next_step: String,
+}
+
+/// A temporary git token and the exact commands to push with it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct GitTokenView {
+    pub repo: String,
+    /// The token (shown once): use it as the HTTP password, with any user name.
+    pub token: String,
+    pub expires_at: String,
+    pub clone_url: String,
+    /// The clone URL with the token embedded, for `git remote add`.
+    pub authenticated_url: String,
+    /// Run these in your working copy to push (the default branch is `main`).
+    pub commands: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RepoSummary {
+    pub name: String,
+    pub host: String,
+    pub clone_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub created_at: String,
+}
+
+/// Your repositories, by name.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RepoList {
+    pub repos: Vec<RepoSummary>,
+    /// How many repositories you have in all.
+    pub total: i64,
+    /// True when only the first `repos.len()` are listed.
+    pub truncated: bool,
+}
+
+/// The most repositories one list_repos answer carries (keeps it within ~2k tokens).
+const LIST_LIMIT: i64 = 20;
+
 #[tool_router]
 impl McpServer {
     pub fn new(state: AppState) -> Self {
@@ -112,6 +221,150 @@ impl McpServer {
                 max_cpu_millis: l.max_cpu_millis,
             },
         }))
+    }
+
+    /// Create a git repository to push code to. Hosted on the platform's own git server
+    /// (host `internal`, the default). Safe to retry: an existing repository of yours with the
+    /// same name is returned with `created: false`. Next, call `get_git_token` for push
+    /// credentials. Names: 1-64 lowercase letters, digits, `-`, `_`.
+    #[tool(
+        name = "create_repo",
+        annotations(
+            title = "Create a git repository",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn create_repo(
+        &self,
+        Parameters(p): Parameters<CreateRepoParams>,
+        Extension(parts): Extension<http::request::Parts>,
+    ) -> Result<Json<RepoView>, ToolError> {
+        let me = principal(&parts)?;
+        let owner = user_id(&me)?;
+        let host = p.host.unwrap_or_default();
+        if host == HostParam::Github {
+            return Err(RepoError::GithubUnavailable.into());
+        }
+        let name = repos::validate_name(&p.name)?.to_owned();
+        let description = p.description.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
+        if description.as_ref().is_some_and(|d| d.chars().count() > 500) {
+            return Err(RepoError::Invalid("the description is longer than 500 characters: shorten it".into()).into());
+        }
+        let (_, total) =
+            self.state.store.repos_of(&me.user_id, 0).await.map_err(|e| RepoError::Unavailable(e.to_string()))?;
+        if total >= i64::from(me.limits.max_repos) && repos::find(&self.state.commands, owner, &name).await?.is_none() {
+            return Err(RepoError::Limit(format!(
+                "you have {total} repositories, the limit of your account: delete one first"
+            ))
+            .into());
+        }
+        let (found, created) = repos::create(&self.state.commands, owner, &name, description.clone()).await?;
+        self.state.git.ensure_bare(found.repo_id).await.map_err(|e| RepoError::Unavailable(e.to_string()))?;
+        Ok(Json(RepoView {
+            clone_url: self.clone_url(&me.user_id, &found.name),
+            name: found.name,
+            host,
+            description,
+            created,
+            next_step: "call get_git_token with this name to get a token and the exact git commands to push".into(),
+        }))
+    }
+
+    /// Get a temporary HTTPS token for one of your repositories (default: valid 60 minutes),
+    /// with the exact `git remote add` and `git push` commands to use. The token works for
+    /// clone, fetch and push of that repository only. Each push to a branch is picked up by the
+    /// platform (services built from that branch redeploy).
+    #[tool(
+        name = "get_git_token",
+        annotations(
+            title = "Get a git token",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    pub async fn get_git_token(
+        &self,
+        Parameters(p): Parameters<GitTokenParams>,
+        Extension(parts): Extension<http::request::Parts>,
+    ) -> Result<Json<GitTokenView>, ToolError> {
+        let me = principal(&parts)?;
+        let owner = user_id(&me)?;
+        if p.host == Some(HostParam::Github) {
+            return Err(RepoError::GithubUnavailable.into());
+        }
+        let name = repos::validate_name(&p.name)?;
+        let ttl = p.ttl_minutes.unwrap_or(60);
+        if !(1..=1440).contains(&ttl) {
+            return Err(RepoError::Invalid(format!("ttl_minutes must be 1-1440, got {ttl}")).into());
+        }
+        let found = repos::find(&self.state.commands, owner, name)
+            .await?
+            .ok_or_else(|| RepoError::NotFound(name.to_owned()))?;
+        let issued =
+            repos::issue_token(&self.state.commands, owner, &found, chrono::Duration::minutes(ttl.into()), Utc::now())
+                .await?;
+        let clone_url = self.clone_url(&me.user_id, name);
+        let authenticated_url = match clone_url.split_once("://") {
+            Some((scheme, rest)) => format!("{scheme}://git:{}@{rest}", issued.token),
+            None => clone_url.clone(),
+        };
+        Ok(Json(GitTokenView {
+            repo: name.to_owned(),
+            commands: vec![
+                format!("git remote add deploy {authenticated_url}"),
+                "git push deploy HEAD:main".to_owned(),
+            ],
+            token: issued.token,
+            expires_at: issued.expires_at.to_rfc3339(),
+            clone_url,
+            authenticated_url,
+        }))
+    }
+
+    /// List your git repositories by name (at most 20; `total` says how many you have).
+    #[tool(
+        name = "list_repos",
+        annotations(
+            title = "List repositories",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn list_repos(
+        &self,
+        Extension(parts): Extension<http::request::Parts>,
+    ) -> Result<Json<RepoList>, ToolError> {
+        let me = principal(&parts)?;
+        let (rows, total) = self
+            .state
+            .store
+            .repos_of(&me.user_id, LIST_LIMIT)
+            .await
+            .map_err(|e| RepoError::Unavailable(e.to_string()))?;
+        let repos: Vec<RepoSummary> = rows
+            .into_iter()
+            .map(|r| RepoSummary {
+                clone_url: self.clone_url(&me.user_id, &r.name),
+                name: r.name,
+                host: r.host,
+                description: r.description,
+                created_at: r.created_at.to_rfc3339(),
+            })
+            .collect();
+        Ok(Json(RepoList { truncated: (repos.len() as i64) < total, repos, total }))
+    }
+}
+
+impl McpServer {
+    fn clone_url(&self, owner: &str, name: &str) -> String {
+        format!("{}/git/{owner}/{name}.git", self.state.public_url)
     }
 }
 
