@@ -53,6 +53,19 @@ pub enum AccountEvent {
         key_id: ApiKeyId,
         revoked_at: DateTime<Utc>,
     },
+    /// The account's GitHub App installation: where its `github.com` repositories live.
+    GithubInstallationLinked {
+        installation_id: u64,
+        /// The GitHub user or organization the App is installed on.
+        account_login: String,
+        linked_at: DateTime<Utc>,
+    },
+    GithubInstallationUnlinked {
+        installation_id: u64,
+        unlinked_at: DateTime<Utc>,
+    },
 }
 
-event_enum!(AccountEvent, "account", { AccountOpened, ApiKeyCreated, ApiKeyRevoked });
+event_enum!(AccountEvent, "account", {
+    AccountOpened, ApiKeyCreated, ApiKeyRevoked, GithubInstallationLinked, GithubInstallationUnlinked,
+});

@@ -23,6 +23,10 @@ pub enum ClaimKind {
     Zone,
     /// A custom domain, platform-wide.
     Domain,
+    /// A GitHub App installation id, platform-wide: one account per installation.
+    GithubInstallation,
+    /// A GitHub repository id, platform-wide: which repo it is here.
+    GithubRepo,
 }
 
 impl ClaimKind {
@@ -35,6 +39,8 @@ impl ClaimKind {
             Self::Resource => "resource",
             Self::Zone => "zone",
             Self::Domain => "domain",
+            Self::GithubInstallation => "github_installation",
+            Self::GithubRepo => "github_repo",
         }
     }
 

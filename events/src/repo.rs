@@ -15,6 +15,17 @@ pub enum RepoHost {
     Github,
 }
 
+/// Which GitHub repository a `github.com` repo is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct GithubRepoRef {
+    /// GitHub's numeric repository id (stable across renames).
+    pub id: u64,
+    /// `owner/name` on GitHub.
+    pub full_name: String,
+    pub installation_id: u64,
+    pub clone_url: String,
+}
+
 /// Events of the `repo` aggregate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum RepoEvent {
@@ -24,6 +35,9 @@ pub enum RepoEvent {
         name: String,
         host: RepoHost,
         description: Option<String>,
+        /// The repository on GitHub, for `host = github.com`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        github: Option<GithubRepoRef>,
         created_at: DateTime<Utc>,
     },
     GitTokenIssued {

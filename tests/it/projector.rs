@@ -39,7 +39,13 @@ fn other_aggregates(owner: UserId) -> Vec<Envelope> {
                 repo_id: repo,
                 owner,
                 name: "app".into(),
-                host: RepoHost::Internal,
+                host: RepoHost::Github,
+                github: Some(GithubRepoRef {
+                    id: 4242,
+                    full_name: "acme/app".into(),
+                    installation_id: 7,
+                    clone_url: "https://github.com/acme/app.git".into(),
+                }),
                 description: Some("an app\twith \\ odd\nchars, é and \"quotes\"".into()),
                 created_at: t(1),
             }),
@@ -211,6 +217,9 @@ async fn populate(p: &TestPlatform) -> Vec<Envelope> {
         let k1 = gateway::accounts::create_api_key(&c, u, "one", 4).await.unwrap();
         gateway::accounts::create_api_key(&c, u, "two", 4).await.unwrap();
         gateway::accounts::revoke_api_key(&c, &k1.key.prefix).await.unwrap();
+        let link =
+            domain::AccountCommand::LinkGithub { installation_id: 7, account_login: "acme".into(), now: Utc::now() };
+        c.accounts.execute(&u.to_string(), link).await.unwrap();
         gateway::accounts::ensure_account(&c, "other@example.test", Limits::default()).await.unwrap();
         u
     };
@@ -226,7 +235,10 @@ async fn read_models_follow_the_events() {
     populate(&p).await;
     let dump = store::rows::dump(&p.adapters.store, store::READ_MODEL_SCHEMA).await.unwrap();
     let table = |name: &str| dump.iter().find(|(t, _)| t == name).unwrap().1.clone();
-    assert_eq!(table("users").len(), 2);
+    let users = table("users");
+    assert_eq!(users.len(), 2);
+    assert!(users.iter().any(|u| u["github_account"] == "acme" && u["github_installation"] == 7));
+    assert_eq!(table("repos")[0]["github_full_name"], "acme/app");
     let keys = table("api_keys");
     assert_eq!(keys.len(), 2);
     assert_eq!(keys.iter().filter(|k| !k["revoked_at"].is_null()).count(), 1);
@@ -281,4 +293,17 @@ async fn replay_swaps_in_and_live_projection_continues() {
     // The live projector keeps writing into the swapped-in models.
     let (_, prefix) = p.new_key("after-swap@example.test").await;
     assert!(store.api_key_by_prefix(&prefix).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_read_model_layout_is_replayed_at_start() {
+    let mut p = TestPlatform::start(RELAY_AND_PROJECTOR).await;
+    populate(&p).await;
+    let store = p.adapters.store.clone();
+    let before = store::rows::dump(&store, store::READ_MODEL_SCHEMA).await.unwrap();
+    p.stop().await;
+    store.mark_read_models_stale().await.unwrap();
+    // The next start finds another layout: it drops the read models and replays the stream.
+    let adapters = deploy_mcp::connect(&p.settings).await.unwrap();
+    assert_eq!(store::rows::dump(&adapters.store, store::READ_MODEL_SCHEMA).await.unwrap(), before);
 }

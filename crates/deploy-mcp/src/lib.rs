@@ -29,11 +29,15 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<Adapters> {
     let store = Store::connect(&settings.database_url, settings.db_pool)
         .await
         .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(&settings.database_url)))?;
-    store.migrate().await.context("migrating the database")?;
+    let read_models = store.migrate().await.context("migrating the database")?;
     let bus = Bus::connect(&settings.nats_url, &settings.nats_prefix)
         .await
         .with_context(|| format!("cannot use NATS at {}", settings.nats_url))?;
     bus.apply_definitions(settings.nats_replicas).await.context("applying nats/streams.json")?;
+    if read_models == store::ReadModels::Stale {
+        let report = projector::rebuild(&store, &bus, "rm_rebuild", true).await.context("replaying the read models")?;
+        tracing::info!(events = report.events, "read models had a new layout: replayed from the EVENTS stream");
+    }
     Ok(Adapters { store, bus })
 }
 

@@ -11,6 +11,9 @@ use crate::Rejection;
 pub struct Account {
     pub opened: Option<Opened>,
     pub keys: BTreeMap<ApiKeyId, KeyState>,
+    /// The linked GitHub App installation: (installation id, account login).
+    #[serde(default)]
+    pub github: Option<(u64, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +34,8 @@ pub enum AccountCommand {
     Open { user_id: UserId, email: String, limits: Limits, now: DateTime<Utc> },
     CreateApiKey { key_id: ApiKeyId, prefix: String, hash: String, label: String, now: DateTime<Utc> },
     RevokeApiKey { key_id: ApiKeyId, now: DateTime<Utc> },
+    LinkGithub { installation_id: u64, account_login: String, now: DateTime<Utc> },
+    UnlinkGithub { installation_id: u64, now: DateTime<Utc> },
 }
 
 impl Account {
@@ -54,6 +59,27 @@ impl Account {
                 }
                 Ok(vec![AccountEvent::ApiKeyCreated { key_id, prefix, hash, label, created_at: now }])
             }
+            AccountCommand::LinkGithub { installation_id, account_login, now } => {
+                self.opened.as_ref().ok_or_else(|| Rejection::NotFound { what: "account".into() })?;
+                match &self.github {
+                    Some((id, _)) if *id == installation_id => Ok(vec![]),
+                    Some((old, _)) => Ok(vec![
+                        AccountEvent::GithubInstallationUnlinked { installation_id: *old, unlinked_at: now },
+                        AccountEvent::GithubInstallationLinked { installation_id, account_login, linked_at: now },
+                    ]),
+                    None => Ok(vec![AccountEvent::GithubInstallationLinked {
+                        installation_id,
+                        account_login,
+                        linked_at: now,
+                    }]),
+                }
+            }
+            AccountCommand::UnlinkGithub { installation_id, now } => match &self.github {
+                Some((id, _)) if *id == installation_id => {
+                    Ok(vec![AccountEvent::GithubInstallationUnlinked { installation_id, unlinked_at: now }])
+                }
+                _ => Ok(vec![]),
+            },
             AccountCommand::RevokeApiKey { key_id, now } => match self.keys.get(&key_id) {
                 None => Err(Rejection::NotFound { what: format!("API key {key_id}") }),
                 Some(k) if k.revoked => Ok(vec![]),
@@ -73,6 +99,14 @@ impl Account {
             AccountEvent::ApiKeyRevoked { key_id, .. } => {
                 if let Some(k) = self.keys.get_mut(key_id) {
                     k.revoked = true;
+                }
+            }
+            AccountEvent::GithubInstallationLinked { installation_id, account_login, .. } => {
+                self.github = Some((*installation_id, account_login.clone()));
+            }
+            AccountEvent::GithubInstallationUnlinked { installation_id, .. } => {
+                if self.github.as_ref().is_some_and(|(id, _)| id == installation_id) {
+                    self.github = None;
                 }
             }
         }
@@ -158,6 +192,31 @@ mod tests {
             .when_async(AccountCommand::RevokeApiKey { key_id: key, now: DateTime::UNIX_EPOCH })
             .await
             .then_expect_events(vec![]);
+    }
+
+    #[tokio::test]
+    async fn given_linked_installation_when_another_is_linked_then_the_old_one_is_unlinked() {
+        let user = UserId::new();
+        let linked = |id: u64| AccountEvent::GithubInstallationLinked {
+            installation_id: id,
+            account_login: "acme".into(),
+            linked_at: DateTime::UNIX_EPOCH,
+        };
+        TestFramework::<Account>::with(())
+            .given(vec![Recorded(opened(user, 2)), Recorded(linked(1))])
+            .when_async(AccountCommand::LinkGithub {
+                installation_id: 2,
+                account_login: "acme".into(),
+                now: DateTime::UNIX_EPOCH,
+            })
+            .await
+            .then_expect_events(vec![
+                Recorded(AccountEvent::GithubInstallationUnlinked {
+                    installation_id: 1,
+                    unlinked_at: DateTime::UNIX_EPOCH,
+                }),
+                Recorded(linked(2)),
+            ]);
     }
 
     #[tokio::test]

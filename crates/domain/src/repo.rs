@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use events::{RepoEvent, RepoHost, RepoId, TokenId, UserId};
+use events::{GithubRepoRef, RepoEvent, RepoHost, RepoId, TokenId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::Rejection;
@@ -20,6 +20,7 @@ pub struct Created {
     pub owner: UserId,
     pub name: String,
     pub host: RepoHost,
+    pub github: Option<GithubRepoRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +41,7 @@ pub enum RepoCommand {
         name: String,
         host: RepoHost,
         description: Option<String>,
+        github: Option<GithubRepoRef>,
         now: DateTime<Utc>,
     },
     IssueToken {
@@ -55,10 +57,25 @@ pub enum RepoCommand {
 impl Repo {
     pub fn decide(&self, command: RepoCommand) -> Result<Vec<RepoEvent>, Rejection> {
         match command {
-            RepoCommand::Create { repo_id, owner, name, host, description, now } => match &self.created {
+            RepoCommand::Create { repo_id, owner, name, host, description, github, now } => match &self.created {
                 Some(c) if c.repo_id == repo_id && c.owner == owner && c.name == name => Ok(vec![]),
                 Some(_) => Err(Rejection::Taken { what: format!("repo `{name}`") }),
-                None => Ok(vec![RepoEvent::RepoCreated { repo_id, owner, name, host, description, created_at: now }]),
+                None => {
+                    if (host == RepoHost::Github) != github.is_some() {
+                        return Err(Rejection::Invalid(
+                            "a github.com repo needs its GitHub repository, and only it".into(),
+                        ));
+                    }
+                    Ok(vec![RepoEvent::RepoCreated {
+                        repo_id,
+                        owner,
+                        name,
+                        host,
+                        description,
+                        github,
+                        created_at: now,
+                    }])
+                }
             },
             RepoCommand::IssueToken { owner, token_id, prefix, hash, expires_at, now } => {
                 let created = self.live_for(owner)?;
@@ -90,8 +107,14 @@ impl Repo {
 
     pub fn evolve(&mut self, event: &RepoEvent) {
         match event {
-            RepoEvent::RepoCreated { repo_id, owner, name, host, .. } => {
-                self.created = Some(Created { repo_id: *repo_id, owner: *owner, name: name.clone(), host: *host });
+            RepoEvent::RepoCreated { repo_id, owner, name, host, github, .. } => {
+                self.created = Some(Created {
+                    repo_id: *repo_id,
+                    owner: *owner,
+                    name: name.clone(),
+                    host: *host,
+                    github: github.clone(),
+                });
             }
             RepoEvent::GitTokenIssued { token_id, prefix, hash, expires_at } => {
                 self.tokens
@@ -119,6 +142,7 @@ mod tests {
             name: "app".into(),
             host: RepoHost::Internal,
             description: None,
+            github: None,
             created_at: DateTime::UNIX_EPOCH,
         });
         (r, repo_id)
@@ -186,6 +210,7 @@ mod tests {
             name: "app".into(),
             host: RepoHost::Internal,
             description: None,
+            github: None,
             now: DateTime::UNIX_EPOCH,
         };
         assert!(repo.decide(again).unwrap().is_empty());

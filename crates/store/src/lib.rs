@@ -34,6 +34,17 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+/// What `migrate` found of the read models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadModels {
+    /// They match this version.
+    Current,
+    /// There were none (a new database): nothing to replay.
+    Created,
+    /// Their layout changed: they were dropped, and must be replayed from the streams.
+    Stale,
+}
+
 /// A handle on the platform database.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -59,7 +70,7 @@ impl Store {
 
     /// Applies the event store migrations and the live read-model schema. Safe to run from
     /// several processes at once (serialised by an advisory lock).
-    pub async fn migrate(&self) -> Result<()> {
+    pub async fn migrate(&self) -> Result<ReadModels> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(7355608001)").execute(&mut *tx).await?;
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
@@ -78,8 +89,39 @@ impl Store {
                     .await?;
             }
         }
-        sqlx::raw_sql(&rows::read_model_ddl(READ_MODEL_SCHEMA)).execute(&mut *tx).await?;
+        // Read models are disposable: when their DDL changed, the old ones are dropped and the
+        // caller replays the streams into new ones (see `ReadModels::Stale`).
+        let ddl = rows::read_model_ddl(READ_MODEL_SCHEMA);
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS read_model_version (id int PRIMARY KEY CHECK (id = 1), ddl text NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT ddl FROM read_model_version WHERE id = 1").fetch_optional(&mut *tx).await?;
+        let state = match current {
+            Some(c) if c == ddl => ReadModels::Current,
+            None => ReadModels::Created,
+            Some(_) => ReadModels::Stale,
+        };
+        if state != ReadModels::Current {
+            sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {READ_MODEL_SCHEMA} CASCADE")).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO read_model_version (id, ddl) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET ddl = $1",
+            )
+            .bind(&ddl)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::raw_sql(&ddl).execute(&mut *tx).await?;
         tx.commit().await?;
+        Ok(state)
+    }
+
+    /// Forgets which layout the read models have, so that the next start drops and replays
+    /// them (what a new read-model layout does on upgrade).
+    pub async fn mark_read_models_stale(&self) -> Result<()> {
+        sqlx::query("UPDATE read_model_version SET ddl = '' WHERE id = 1").execute(&self.pool).await?;
         Ok(())
     }
 

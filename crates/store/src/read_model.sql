@@ -15,7 +15,9 @@ CREATE TABLE IF NOT EXISTS {schema}.users (
     user_id   text NOT NULL,
     email     text NOT NULL,
     limits    jsonb NOT NULL,
-    opened_at timestamptz NOT NULL
+    opened_at timestamptz NOT NULL,
+    github_installation bigint,
+    github_account      text
 );
 
 CREATE TABLE IF NOT EXISTS {schema}.api_keys (
@@ -36,7 +38,9 @@ CREATE TABLE IF NOT EXISTS {schema}.repos (
     name        text NOT NULL,
     host        text NOT NULL,
     description text,
-    created_at  timestamptz NOT NULL
+    created_at  timestamptz NOT NULL,
+    github_id        bigint,
+    github_full_name text
 );
 
 CREATE TABLE IF NOT EXISTS {schema}.git_tokens (

@@ -123,6 +123,9 @@ row! {
         pub email: String,
         pub limits: events::Limits,
         pub opened_at: DateTime<Utc>,
+        /// The linked GitHub App installation, if any.
+        pub github_installation: Option<i64>,
+        pub github_account: Option<String>,
     }
 }
 
@@ -148,6 +151,8 @@ row! {
         pub host: String,
         pub description: Option<String>,
         pub created_at: DateTime<Utc>,
+        pub github_id: Option<i64>,
+        pub github_full_name: Option<String>,
     }
 }
 

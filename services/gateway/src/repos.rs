@@ -158,6 +158,7 @@ pub async fn create(
         name: name.to_owned(),
         host: RepoHost::Internal,
         description,
+        github: None,
         now: Utc::now(),
     };
     commands.repos.execute(&repo_id.to_string(), cmd).await.map_err(|e| rejected(name, e))?;

@@ -191,8 +191,16 @@ impl Model {
         match e {
             AccountEvent::AccountOpened { user_id, email, limits, opened_at } => {
                 let user_id = user_id.to_string();
-                self.users
-                    .insert(user_id.clone(), UserRow { agg_id: agg.to_owned(), user_id, email, limits, opened_at });
+                let row = UserRow {
+                    agg_id: agg.to_owned(),
+                    user_id: user_id.clone(),
+                    email,
+                    limits,
+                    opened_at,
+                    github_installation: None,
+                    github_account: None,
+                };
+                self.users.insert(user_id, row);
             }
             AccountEvent::ApiKeyCreated { key_id, prefix, hash, label, created_at } => {
                 let key_id = key_id.to_string();
@@ -215,12 +223,26 @@ impl Model {
                     k.revoked_at = Some(revoked_at);
                 }
             }
+            AccountEvent::GithubInstallationLinked { installation_id, account_login, .. } => {
+                if let Some(u) = self.users.get_mut(agg) {
+                    u.github_installation = Some(installation_id as i64);
+                    u.github_account = Some(account_login);
+                }
+            }
+            AccountEvent::GithubInstallationUnlinked { installation_id, .. } => {
+                if let Some(u) =
+                    self.users.get_mut(agg).filter(|u| u.github_installation == Some(installation_id as i64))
+                {
+                    u.github_installation = None;
+                    u.github_account = None;
+                }
+            }
         }
     }
 
     fn repo(&mut self, agg: &str, e: RepoEvent) {
         match e {
-            RepoEvent::RepoCreated { repo_id, owner, name, host, description, created_at } => {
+            RepoEvent::RepoCreated { repo_id, owner, name, host, description, github, created_at } => {
                 let repo_id = repo_id.to_string();
                 self.repos.insert(
                     repo_id.clone(),
@@ -232,6 +254,8 @@ impl Model {
                         host: enum_text(&host),
                         description,
                         created_at,
+                        github_id: github.as_ref().map(|g| g.id as i64),
+                        github_full_name: github.map(|g| g.full_name),
                     },
                 );
             }
