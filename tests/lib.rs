@@ -221,8 +221,14 @@ impl TestPlatform {
     }
 
     pub async fn start_on(nats_url: &str, components: Components) -> Self {
+        Self::start_with(nats_url, components, |_| {}).await
+    }
+
+    /// Starts with settings adjusted by `tweak` (e.g. a GitHub App pointing at a fake).
+    pub async fn start_with(nats_url: &str, components: Components, tweak: impl FnOnce(&mut Settings)) -> Self {
         let db = TestDb::create().await;
-        let settings = test_settings(&db.url, nats_url);
+        let mut settings = test_settings(&db.url, nats_url);
+        tweak(&mut settings);
         let adapters = deploy_mcp::connect(&settings).await.expect("connect to the test database and NATS");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));

@@ -4,6 +4,7 @@
 mod cli;
 mod gateway;
 mod git;
+mod github;
 mod projector;
 mod relay;
 mod tidy;

@@ -43,12 +43,63 @@ pub struct Settings {
     /// The git binary (2.x with `http-backend`).
     #[arg(long, env = "DEPLOY_MCP_GIT", default_value = "git", global = true)]
     pub git_bin: std::path::PathBuf,
+    /// The GitHub App's id (set it, and the next three, to enable `github.com` repos).
+    #[arg(long, env = "DEPLOY_MCP_GITHUB_APP_ID", global = true)]
+    pub github_app_id: Option<u64>,
+    /// The App's slug, as in https://github.com/apps/<slug>.
+    #[arg(long, env = "DEPLOY_MCP_GITHUB_APP_SLUG", global = true)]
+    pub github_app_slug: Option<String>,
+    /// File holding the App's private key (PEM).
+    #[arg(long, env = "DEPLOY_MCP_GITHUB_PRIVATE_KEY_FILE", global = true)]
+    pub github_private_key_file: Option<std::path::PathBuf>,
+    /// The App's webhook secret.
+    #[arg(long, env = "DEPLOY_MCP_GITHUB_WEBHOOK_SECRET", hide_env_values = true, global = true)]
+    pub github_webhook_secret: Option<String>,
+    /// GitHub's REST API.
+    #[arg(long, env = "DEPLOY_MCP_GITHUB_API_URL", default_value = "https://api.github.com", global = true)]
+    pub github_api_url: String,
     /// Connections in the Postgres pool of this process.
     #[arg(long, env = "DEPLOY_MCP_DB_POOL", default_value_t = 16, global = true)]
     pub db_pool: u32,
 }
 
 impl Settings {
+    /// The GitHub App, when configured: all four settings or none.
+    pub fn github(&self) -> anyhow::Result<Option<gateway::github_app::GithubConfig>> {
+        let set = [
+            self.github_app_id.is_some(),
+            self.github_app_slug.is_some(),
+            self.github_private_key_file.is_some(),
+            self.github_webhook_secret.is_some(),
+        ];
+        if set.iter().all(|s| !s) {
+            return Ok(None);
+        }
+        let (Some(app_id), Some(slug), Some(key_file), Some(secret)) = (
+            self.github_app_id,
+            self.github_app_slug.clone(),
+            self.github_private_key_file.clone(),
+            self.github_webhook_secret.clone(),
+        ) else {
+            anyhow::bail!(
+                "GitHub is half configured: set all of DEPLOY_MCP_GITHUB_APP_ID, DEPLOY_MCP_GITHUB_APP_SLUG, \
+                 DEPLOY_MCP_GITHUB_PRIVATE_KEY_FILE and DEPLOY_MCP_GITHUB_WEBHOOK_SECRET, or none"
+            );
+        };
+        anyhow::ensure!(!secret.is_empty(), "DEPLOY_MCP_GITHUB_WEBHOOK_SECRET is empty");
+        let pem = std::fs::read_to_string(&key_file)
+            .map_err(|e| anyhow::anyhow!("cannot read the GitHub App key {}: {e}", key_file.display()))?;
+        let app = github::GithubApp::new(github::AppConfig {
+            app_id,
+            private_key_pem: pem,
+            api_base: self.github_api_url.clone(),
+            webhook_secret: secret.clone(),
+            app_slug: slug,
+        })
+        .map_err(|e| anyhow::anyhow!("the GitHub App settings are not usable: {e}"))?;
+        Ok(Some(gateway::github_app::GithubConfig::new(app, secret)))
+    }
+
     pub fn public_url(&self) -> String {
         self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_owned()
     }

@@ -122,6 +122,7 @@ pub async fn start(
             data_dir: settings.data_dir.clone(),
             git_bin: settings.git_bin.clone(),
             reconcile_every: Duration::from_secs(30),
+            github: settings.github()?,
         };
         let sd = shutdown.clone();
         tasks.spawn(async move { gateway::serve(listener, config, sd).await.context("gateway") });

@@ -70,6 +70,10 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Err(e) = cli.settings.github() {
+        let _ = writeln!(std::io::stderr(), "error: {e:#}");
+        return ExitCode::from(64);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -23,6 +23,8 @@ pub struct Principal {
     pub key_id: String,
     pub key_prefix: String,
     pub limits: Limits,
+    /// The linked GitHub App installation and its account, if any.
+    pub github: Option<(u64, String)>,
 }
 
 /// Why a request is not authenticated. Every variant is a 401 except `Unavailable` (503).
@@ -43,6 +45,10 @@ pub enum AuthError {
 }
 
 type Digest32 = [u8; 32];
+
+fn github_of(installation: Option<i64>, account: Option<String>) -> Option<(u64, String)> {
+    Some((u64::try_from(installation?).ok()?, account?))
+}
 
 struct Entry {
     principal: Arc<Principal>,
@@ -105,20 +111,33 @@ impl KeyAuth {
         self.verified.read().expect("lock").get(digest).map(|e| e.principal.clone())
     }
 
+    /// Re-reads the key and its user: a revoked key is dropped, and what whoami shows (limits,
+    /// the GitHub link) stays as fresh as the key check.
     async fn recheck(&self, digest: Digest32, principal: Arc<Principal>) -> Result<Arc<Principal>, AuthError> {
-        let active = self.store.api_key_active(&principal.key_id).await.map_err(|e| {
+        let unavailable = |e: store::Error| {
             tracing::warn!(error = %e, "auth: cannot re-check a key");
             AuthError::Unavailable
-        })?;
+        };
+        let active = self.store.api_key_active(&principal.key_id).await.map_err(unavailable)?;
+        let user = if active { self.store.user(&principal.user_id).await.map_err(unavailable)? } else { None };
         let mut map = self.verified.write().expect("lock");
-        if active {
-            if let Some(e) = map.get_mut(&digest) {
-                e.checked = Instant::now();
+        match user {
+            Some(user) => {
+                let fresh = Arc::new(Principal {
+                    limits: user.limits,
+                    github: github_of(user.github_installation, user.github_account),
+                    ..(*principal).clone()
+                });
+                if let Some(e) = map.get_mut(&digest) {
+                    e.checked = Instant::now();
+                    e.principal = fresh.clone();
+                }
+                Ok(fresh)
             }
-            Ok(principal)
-        } else {
-            map.remove(&digest);
-            Err(AuthError::Revoked)
+            None => {
+                map.remove(&digest);
+                Err(AuthError::Revoked)
+            }
         }
     }
 
@@ -149,6 +168,7 @@ impl KeyAuth {
             key_id: row.key_id,
             key_prefix: row.prefix,
             limits: user.limits,
+            github: github_of(user.github_installation, user.github_account),
         });
         let mut map = self.verified.write().expect("lock");
         if map.len() >= MAX_ENTRIES {

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod auth;
 mod error;
 pub mod git;
+pub mod github_app;
 pub mod keys;
 pub mod mcp;
 pub mod repos;
@@ -51,6 +52,8 @@ pub struct Config {
     pub git_bin: PathBuf,
     /// How often the git reconciler announces pushes that were not announced.
     pub reconcile_every: Duration,
+    /// The platform's GitHub App, when configured.
+    pub github: Option<github_app::GithubConfig>,
 }
 
 /// Shared state of every handler.
@@ -63,6 +66,7 @@ pub struct AppState {
     /// The command side (aggregates on the event store).
     pub commands: Arc<Commands>,
     pub git: git::Git,
+    pub github: github_app::GithubState,
 }
 
 impl AppState {
@@ -108,6 +112,7 @@ pub fn app(config: &Config, shutdown: CancellationToken) -> Router {
         public_url: config.public_url.trim_end_matches('/').to_owned(),
         commands: Arc::new(Commands::new(&config.store)),
         git: git::Git::new(config.git_bin.clone(), config.data_dir.clone()),
+        github: github_app::GithubState { config: config.github.clone(), ..Default::default() },
     };
     let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     if let Some(h) = host_of(&state.public_url) {
@@ -137,6 +142,8 @@ pub fn app(config: &Config, shutdown: CancellationToken) -> Router {
         .route("/.well-known/oauth-protected-resource", get(resource_metadata))
         .route("/.well-known/oauth-protected-resource/mcp", get(resource_metadata))
         .route("/git/{owner}/{repo}/{*rest}", any(git::handle).layer(DefaultBodyLimit::max(GIT_BODY_LIMIT)))
+        .route("/github/setup", get(github_app::setup))
+        .route("/webhooks/github", axum::routing::post(github_app::webhook))
         .merge(protected)
         .with_state(state)
 }

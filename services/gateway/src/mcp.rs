@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::auth::Principal;
+use crate::github_app::{self, GithubConfig};
 use crate::repos::{self, RepoError};
 
 const INSTRUCTIONS: &str = "Deploy MCP ships software for you: git hosting, builds, running apps at \
@@ -62,6 +63,15 @@ pub struct WhoAmI {
     pub api_key_prefix: String,
     /// What this account may use.
     pub limits: LimitsView,
+    /// The GitHub App installation linked with `connect_github`, if any.
+    pub github: Option<GithubLinkView>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct GithubLinkView {
+    pub installation_id: u64,
+    /// The GitHub user or organization where `github.com` repos are created.
+    pub account: String,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -173,6 +183,15 @@ pub struct RepoSummary {
     pub created_at: String,
 }
 
+/// How to connect GitHub.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ConnectGithubView {
+    /// Open in a browser to install the platform's GitHub App.
+    pub install_url: String,
+    pub expires_at: String,
+    pub next_step: String,
+}
+
 /// Your repositories, by name.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct RepoList {
@@ -220,6 +239,7 @@ impl McpServer {
                 max_memory_mb: l.max_memory_mb,
                 max_cpu_millis: l.max_cpu_millis,
             },
+            github: p.github.clone().map(|(installation_id, account)| GithubLinkView { installation_id, account }),
         }))
     }
 
@@ -245,13 +265,13 @@ impl McpServer {
         let me = principal(&parts)?;
         let owner = user_id(&me)?;
         let host = p.host.unwrap_or_default();
-        if host == HostParam::Github {
-            return Err(RepoError::GithubUnavailable.into());
-        }
         let name = repos::validate_name(&p.name)?.to_owned();
         let description = p.description.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
         if description.as_ref().is_some_and(|d| d.chars().count() > 500) {
             return Err(RepoError::Invalid("the description is longer than 500 characters: shorten it".into()).into());
+        }
+        if host == HostParam::Github {
+            return self.create_github_repo(&me, owner, &name, description).await.map(Json);
         }
         let (_, total) =
             self.state.store.repos_of(&me.user_id, 0).await.map_err(|e| RepoError::Unavailable(e.to_string()))?;
@@ -261,7 +281,7 @@ impl McpServer {
             ))
             .into());
         }
-        let (found, created) = repos::create(&self.state.commands, owner, &name, description.clone()).await?;
+        let (found, created) = repos::create(&self.state.commands, owner, &name, description.clone(), None).await?;
         self.state.git.ensure_bare(found.repo_id).await.map_err(|e| RepoError::Unavailable(e.to_string()))?;
         Ok(Json(RepoView {
             clone_url: self.clone_url(&me.user_id, &found.name),
@@ -294,9 +314,6 @@ impl McpServer {
     ) -> Result<Json<GitTokenView>, ToolError> {
         let me = principal(&parts)?;
         let owner = user_id(&me)?;
-        if p.host == Some(HostParam::Github) {
-            return Err(RepoError::GithubUnavailable.into());
-        }
         let name = repos::validate_name(&p.name)?;
         let ttl = p.ttl_minutes.unwrap_or(60);
         if !(1..=1440).contains(&ttl) {
@@ -305,6 +322,15 @@ impl McpServer {
         let found = repos::find(&self.state.commands, owner, name)
             .await?
             .ok_or_else(|| RepoError::NotFound(name.to_owned()))?;
+        if let Some(gh) = &found.github {
+            return self.github_token(name, gh).await.map(Json);
+        }
+        if p.host == Some(HostParam::Github) {
+            return Err(RepoError::Invalid(format!(
+                "`{name}` is on the platform's git server: omit host or pass `internal`"
+            ))
+            .into());
+        }
         let issued =
             repos::issue_token(&self.state.commands, owner, &found, chrono::Duration::minutes(ttl.into()), Utc::now())
                 .await?;
@@ -323,6 +349,36 @@ impl McpServer {
             expires_at: issued.expires_at.to_rfc3339(),
             clone_url,
             authenticated_url,
+        }))
+    }
+
+    /// Connect your GitHub account or organization: returns the link to install the platform's
+    /// GitHub App (valid one hour). A person with access on GitHub opens it and approves; then
+    /// `whoami` shows `github`, and `create_repo` with host `github.com` creates repositories
+    /// there (pushes to them redeploy like pushes to the platform's own git server).
+    #[tool(
+        name = "connect_github",
+        annotations(
+            title = "Connect GitHub",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = true
+        )
+    )]
+    pub async fn connect_github(
+        &self,
+        Extension(parts): Extension<http::request::Parts>,
+    ) -> Result<Json<ConnectGithubView>, ToolError> {
+        let me = principal(&parts)?;
+        let owner = user_id(&me)?;
+        let config = self.github()?;
+        let expires = Utc::now() + chrono::Duration::hours(1);
+        let state = github_app::sign_state(&config.state_secret, owner, expires.timestamp());
+        Ok(Json(ConnectGithubView {
+            install_url: config.app.install_url(&state),
+            expires_at: expires.to_rfc3339(),
+            next_step: "have a person open install_url and install the App; then call whoami to see the link".into(),
         }))
     }
 
@@ -365,6 +421,117 @@ impl McpServer {
 impl McpServer {
     fn clone_url(&self, owner: &str, name: &str) -> String {
         format!("{}/git/{owner}/{name}.git", self.state.public_url)
+    }
+
+    fn github(&self) -> Result<&GithubConfig, RepoError> {
+        self.state.github.config.as_ref().ok_or(RepoError::GithubUnavailable)
+    }
+
+    /// Creates (in an organization) or links (for a user account) the repository on GitHub.
+    async fn create_github_repo(
+        &self,
+        me: &Principal,
+        owner: UserId,
+        name: &str,
+        description: Option<String>,
+    ) -> Result<RepoView, ToolError> {
+        let config = self.github()?;
+        if let Some(found) = repos::find(&self.state.commands, owner, name).await? {
+            let Some(gh) = found.github else {
+                return Err(RepoError::Invalid(format!(
+                    "you already have `{name}` on the platform's git server: choose another name for the GitHub repo"
+                ))
+                .into());
+            };
+            return Ok(github_view(found.name, gh.clone_url, description, false));
+        }
+        // The link is read from the event store, not the (slightly older) cached principal.
+        let account: domain::Account =
+            self.state.commands.load(&me.user_id).await.map_err(|e| RepoError::Unavailable(e.to_string()))?;
+        let Some((installation_id, _)) = account.github else {
+            return Err(RepoError::Invalid(
+                "GitHub is not connected to your account: call connect_github, have its link opened, then retry".into(),
+            )
+            .into());
+        };
+        let gh = config
+            .app
+            .create_or_link_repo(installation_id, name, description.as_deref())
+            .await
+            .map_err(github_error)?;
+        if github_app::repo_for(&self.state, gh.id).await.map_err(RepoError::Unavailable)?.is_some() {
+            return Err(RepoError::Invalid(format!("{} is already connected to a repo here", gh.full_name)).into());
+        }
+        let reference = events::GithubRepoRef {
+            id: gh.id,
+            full_name: gh.full_name.clone(),
+            installation_id,
+            clone_url: gh.clone_url.clone(),
+        };
+        let (found, created) =
+            repos::create(&self.state.commands, owner, name, description.clone(), Some(reference)).await?;
+        if !github_app::claim_repo(&self.state.commands, owner, gh.id, found.repo_id)
+            .await
+            .map_err(RepoError::Unavailable)?
+        {
+            return Err(RepoError::Invalid(format!("{} is already connected to a repo here", gh.full_name)).into());
+        }
+        Ok(github_view(found.name, gh.clone_url, description, created))
+    }
+
+    /// A fresh installation token (never stored) and the commands to push to GitHub with it.
+    async fn github_token(&self, name: &str, gh: &events::GithubRepoRef) -> Result<GitTokenView, ToolError> {
+        let config = self.github()?;
+        let token = config.app.installation_token(gh.installation_id).await.map_err(github_error)?;
+        let authenticated_url = github::authenticated_clone_url(&gh.clone_url, &token.token);
+        Ok(GitTokenView {
+            repo: name.to_owned(),
+            commands: vec![
+                format!("git remote add deploy {authenticated_url}"),
+                "git push deploy HEAD:main".to_owned(),
+            ],
+            token: token.token,
+            expires_at: token.expires_at.to_rfc3339(),
+            clone_url: gh.clone_url.clone(),
+            authenticated_url,
+        })
+    }
+}
+
+fn github_view(name: String, clone_url: String, description: Option<String>, created: bool) -> RepoView {
+    RepoView {
+        name,
+        host: HostParam::Github,
+        clone_url,
+        description,
+        created,
+        next_step: "call get_git_token with this name and host github.com for a token and the git commands".into(),
+    }
+}
+
+fn github_error(e: github::Error) -> ToolError {
+    let message = e.to_string();
+    match e {
+        github::Error::CannotCreateForUser { .. } => ToolError { error: "github_user_account", message },
+        github::Error::InvalidName(_) | github::Error::Api { status: 422, .. } => {
+            ToolError { error: "invalid_argument", message }
+        }
+        github::Error::NotFound => ToolError {
+            error: "not_found",
+            message: "GitHub does not show this to the platform's App: check the installation includes the repository"
+                .into(),
+        },
+        github::Error::Unavailable(_) => {
+            tracing::warn!(error = %message, "github: unavailable");
+            ToolError { error: "unavailable", message: "GitHub did not answer; retry in a moment".into() }
+        }
+        _ => {
+            tracing::error!(error = %message, "github: the App's calls fail");
+            ToolError {
+                error: "github_misconfigured",
+                message: "the platform's GitHub App was refused by GitHub; the operator must check its settings".into(),
+            }
+        }
     }
 }
 

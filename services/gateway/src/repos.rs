@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::AggregateError;
 use domain::{Claim, ClaimCommand, Rejection, Repo, RepoCommand};
-use events::{ClaimKind, RepoHost, RepoId, TokenId, UserId};
+use events::{ClaimKind, GithubRepoRef, RepoHost, RepoId, TokenId, UserId};
 use rand::RngExt as _;
 use sha2::{Digest, Sha256};
 use store::Commands;
@@ -89,6 +89,7 @@ pub struct Found {
     pub owner: UserId,
     pub name: String,
     pub host: RepoHost,
+    pub github: Option<GithubRepoRef>,
     pub state: Repo,
 }
 
@@ -104,9 +105,14 @@ pub async fn find(commands: &Commands, owner: UserId, name: &str) -> Result<Opti
 pub async fn load(commands: &Commands, repo_id: RepoId) -> Result<Option<Found>, RepoError> {
     let state: Repo = commands.load(&repo_id.to_string()).await.map_err(unavailable)?;
     Ok(match &state.created {
-        Some(c) if !state.deleted => {
-            Some(Found { repo_id, owner: c.owner, name: c.name.clone(), host: c.host, state: state.clone() })
-        }
+        Some(c) if !state.deleted => Some(Found {
+            repo_id,
+            owner: c.owner,
+            name: c.name.clone(),
+            host: c.host,
+            github: c.github.clone(),
+            state: state.clone(),
+        }),
         _ => None,
     })
 }
@@ -118,6 +124,7 @@ pub async fn create(
     owner: UserId,
     name: &str,
     description: Option<String>,
+    github: Option<GithubRepoRef>,
 ) -> Result<(Found, bool), RepoError> {
     let name = validate_name(name)?;
     if let Some(found) = find(commands, owner, name).await? {
@@ -156,9 +163,9 @@ pub async fn create(
         repo_id,
         owner,
         name: name.to_owned(),
-        host: RepoHost::Internal,
+        host: if github.is_some() { RepoHost::Github } else { RepoHost::Internal },
         description,
-        github: None,
+        github,
         now: Utc::now(),
     };
     commands.repos.execute(&repo_id.to_string(), cmd).await.map_err(|e| rejected(name, e))?;
