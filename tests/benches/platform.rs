@@ -53,6 +53,129 @@ async fn main() {
     if run("replay") {
         replay_rate().await;
     }
+    if run("webhook") {
+        webhook_throughput().await;
+    }
+}
+
+/// GitHub push deliveries accepted per second: signature check over the raw body, delivery
+/// dedup, repo lookup and the JetStream ack of the `PushReceived`. Every delivery is a new push.
+async fn webhook_throughput() {
+    const SECRET: &str = "bench-webhook-secret";
+    let key_file = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/github/tests/fixtures/test-app.pem");
+    let fake =
+        github::fake::FakeGithub::start(include_str!("../../crates/github/tests/fixtures/test-app.pub.pem")).await;
+    let p = TestPlatform::start_with(
+        &deploy_mcp_tests::shared_nats_url().await,
+        Components { gateway: true, relay: true, projector: true, ..Components::NONE },
+        |s| {
+            s.github_app_id = Some(github::fake::FakeGithub::APP_ID);
+            s.github_app_slug = Some("bench".into());
+            s.github_private_key_file = Some(key_file.into());
+            s.github_webhook_secret = Some(SECRET.into());
+            s.github_api_url = fake.url();
+        },
+    )
+    .await;
+    let commands = p.commands();
+    let owner = gateway::accounts::ensure_account(&commands, "hooks@example.test", Limits::default()).await.unwrap();
+    let repo = github::GithubRepo {
+        id: 991,
+        full_name: "acme/api".into(),
+        clone_url: "https://github.com/acme/api.git".into(),
+        default_branch: "main".into(),
+        private: true,
+    };
+    assert!(gateway::github_app::claim_repo(&commands, owner, repo.id, events::RepoId::new()).await.unwrap());
+
+    let url = format!("{}/webhooks/github", p.base_url);
+    let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
+    let concurrency = 64;
+    let per_worker = 2_000;
+    let duration = Duration::from_secs(5);
+    // Payloads are made and signed before the clock starts: the figure is the server's.
+    let placeholder = "f".repeat(40);
+    let template = String::from_utf8(github::fake::push_payload(
+        &repo,
+        "refs/heads/main",
+        &"0".repeat(40),
+        &placeholder,
+        "octocat",
+        Some(7),
+    ))
+    .unwrap();
+    let mut work: Vec<Vec<(String, bytes::Bytes, String)>> = Vec::new();
+    for worker in 0..concurrency {
+        work.push(
+            (0..per_worker)
+                .map(|i| {
+                    let body = template.replace(&placeholder, &format!("{worker:08x}{i:032x}"));
+                    let signature = github::sign(SECRET.as_bytes(), body.as_bytes());
+                    (format!("{worker}-{i}"), bytes::Bytes::from(body), signature)
+                })
+                .collect(),
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for deliveries in work {
+        let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            for (delivery, body, signature) in deliveries {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let t = Instant::now();
+                let res = client
+                    .post(&url)
+                    .header("x-github-event", "push")
+                    .header("x-github-delivery", delivery)
+                    .header("x-hub-signature-256", signature)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => {
+                        let _ = r.bytes().await;
+                        lat.push(t.elapsed());
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let joined = futures::future::join_all(tasks);
+    tokio::pin!(joined);
+    let results = tokio::select! {
+        r = &mut joined => r,
+        _ = tokio::time::sleep(duration) => {
+            stop.store(true, Ordering::Relaxed);
+            joined.await
+        }
+    };
+    let elapsed = started.elapsed();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for r in results {
+        let (l, e) = r.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    all.sort();
+    let stored = p.adapters.bus.last_sequence("INTENTS").await.unwrap();
+    println!(
+        "github push webhooks: {:.0} deliveries/s accepted ({} deliveries, {errors} errors, {concurrency} connections, {} intents stored); p50 {}, p99 {}",
+        all.len() as f64 / elapsed.as_secs_f64(),
+        all.len(),
+        stored,
+        ms(percentile(&all, 0.5)),
+        ms(percentile(&all, 0.99)),
+    );
 }
 
 async fn whoami_throughput() {
