@@ -257,6 +257,39 @@ impl TestPlatform {
         (issued.key.plaintext, issued.key.prefix)
     }
 
+    /// Every message of a stream, in order.
+    pub async fn stream_payloads(&self, stream: &str) -> Vec<Vec<u8>> {
+        use futures::StreamExt as _;
+        let bus = &self.adapters.bus;
+        let last = bus.last_sequence(stream).await.expect("stream info");
+        if last == 0 {
+            return vec![];
+        }
+        let replay = bus.replay(stream, 1).await.expect("replay");
+        tokio::pin!(replay);
+        let mut out = Vec::new();
+        while let Some(item) = replay.next().await {
+            let (seq, payload) = item.expect("message");
+            out.push(payload.to_vec());
+            if seq >= last {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Every push intent on INTENTS, in order.
+    pub async fn push_intents(&self) -> Vec<events::PushReceived> {
+        self.stream_payloads("INTENTS")
+            .await
+            .iter()
+            .map(|p| {
+                let events::Intent::PushReceived(push) = serde_json::from_slice(p).expect("an intent");
+                push
+            })
+            .collect()
+    }
+
     pub fn mcp_url(&self) -> String {
         format!("{}/mcp", self.base_url)
     }
@@ -281,6 +314,30 @@ impl Drop for TestPlatform {
             }
         });
     }
+}
+
+/// An MCP client of the tests.
+pub type Client = RunningService<rmcp::RoleClient, ()>;
+
+/// Calls a tool with JSON arguments.
+pub async fn call_tool(client: &Client, name: &'static str, args: serde_json::Value) -> rmcp::model::CallToolResult {
+    let args = args.as_object().cloned().unwrap_or_default();
+    client
+        .call_tool(rmcp::model::CallToolRequestParams::new(name).with_arguments(args))
+        .await
+        .expect("the tool call is answered")
+}
+
+/// The structured output of a successful tool call.
+pub fn tool_ok(result: rmcp::model::CallToolResult) -> serde_json::Value {
+    assert_ne!(result.is_error, Some(true), "{result:?}");
+    result.structured_content.expect("structured output")
+}
+
+/// The structured error of a failed tool call.
+pub fn tool_err(result: rmcp::model::CallToolResult) -> serde_json::Value {
+    assert_eq!(result.is_error, Some(true), "{result:?}");
+    result.structured_content.expect("structured error")
 }
 
 /// An MCP client over streamable HTTP with a bearer key.

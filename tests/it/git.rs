@@ -6,12 +6,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use deploy_mcp::Components;
-use deploy_mcp_tests::{TestPlatform, eventually, mcp_client, unique};
-use events::{Intent, PushReceived};
-use futures::StreamExt;
+use deploy_mcp_tests::{TestPlatform, call_tool, eventually, mcp_client, tool_err, tool_ok, unique};
+use events::PushReceived;
 use reqwest::StatusCode;
-use rmcp::model::{CallToolRequestParams, CallToolResult};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// A scratch directory removed on drop.
 struct Scratch(PathBuf);
@@ -55,49 +53,9 @@ fn commit(dir: &Path, file: &str, contents: &str) -> String {
     git(dir, &["rev-parse", "HEAD"]).unwrap()
 }
 
-async fn tool(
-    client: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
-    name: &'static str,
-    args: Value,
-) -> CallToolResult {
-    let params = CallToolRequestParams::new(name).with_arguments(args.as_object().unwrap().clone());
-    client.call_tool(params).await.unwrap()
-}
-
-fn ok(result: CallToolResult) -> Value {
-    assert_ne!(result.is_error, Some(true), "{result:?}");
-    result.structured_content.expect("structured output")
-}
-
-fn err(result: CallToolResult) -> Value {
-    assert_eq!(result.is_error, Some(true), "{result:?}");
-    result.structured_content.expect("structured error")
-}
-
-/// Every push intent on the INTENTS stream, in order.
-async fn pushes(p: &TestPlatform) -> Vec<PushReceived> {
-    let bus = &p.adapters.bus;
-    let last = bus.last_sequence("INTENTS").await.unwrap();
-    if last == 0 {
-        return vec![];
-    }
-    let replay = bus.replay("INTENTS", 1).await.unwrap();
-    tokio::pin!(replay);
-    let mut out = Vec::new();
-    while let Some(item) = replay.next().await {
-        let (seq, payload) = item.unwrap();
-        let Intent::PushReceived(push) = serde_json::from_slice(&payload).unwrap();
-        out.push(push);
-        if seq >= last {
-            break;
-        }
-    }
-    out
-}
-
 async fn wait_pushes(p: &TestPlatform, n: usize) -> Vec<PushReceived> {
     eventually(Duration::from_secs(15), "push intents", || async {
-        let all = pushes(p).await;
+        let all = p.push_intents().await;
         (all.len() >= n).then_some(all)
     })
     .await
@@ -109,14 +67,14 @@ async fn an_agent_pushes_and_clones_with_a_token_from_mcp() {
     let (key, _) = p.new_key("git@example.test").await;
     let client = mcp_client(&p.mcp_url(), &key).await.unwrap();
 
-    let repo = ok(tool(&client, "create_repo", json!({"name": "app", "description": "my app"})).await);
+    let repo = tool_ok(call_tool(&client, "create_repo", json!({"name": "app", "description": "my app"})).await);
     assert_eq!(repo["created"], true);
     let clone_url = repo["clone_url"].as_str().unwrap().to_owned();
     assert!(clone_url.starts_with(&p.base_url) && clone_url.ends_with("/app.git"), "{clone_url}");
-    let again = ok(tool(&client, "create_repo", json!({"name": "app"})).await);
+    let again = tool_ok(call_tool(&client, "create_repo", json!({"name": "app"})).await);
     assert_eq!(again["created"], false, "create_repo is safe to retry");
 
-    let creds = ok(tool(&client, "get_git_token", json!({"name": "app"})).await);
+    let creds = tool_ok(call_tool(&client, "get_git_token", json!({"name": "app"})).await);
     let token = creds["token"].as_str().unwrap();
     assert!(token.starts_with("mlg_"));
     let commands: Vec<String> = serde_json::from_value(creds["commands"].clone()).unwrap();
@@ -151,7 +109,7 @@ async fn an_agent_pushes_and_clones_with_a_token_from_mcp() {
     let refs = git(&clone.0, &["ls-remote", url]).unwrap();
     assert!(!refs.contains("refs/published"), "{refs}");
 
-    let listed = ok(tool(&client, "list_repos", json!({})).await);
+    let listed = tool_ok(call_tool(&client, "list_repos", json!({})).await);
     assert_eq!(listed["total"], 1);
     assert_eq!(listed["repos"][0]["name"], "app");
     assert_eq!(listed["repos"][0]["description"], "my app");
@@ -172,10 +130,12 @@ async fn tokens_are_checked_per_repository_and_expire() {
     let p = TestPlatform::start(Components::ALL).await;
     let (key, _) = p.new_key("tokens@example.test").await;
     let client = mcp_client(&p.mcp_url(), &key).await.unwrap();
-    let a = ok(tool(&client, "create_repo", json!({"name": "a"})).await);
-    ok(tool(&client, "create_repo", json!({"name": "b"})).await);
-    let token_a = ok(tool(&client, "get_git_token", json!({"name": "a"})).await)["token"].as_str().unwrap().to_owned();
-    let token_b = ok(tool(&client, "get_git_token", json!({"name": "b"})).await)["token"].as_str().unwrap().to_owned();
+    let a = tool_ok(call_tool(&client, "create_repo", json!({"name": "a"})).await);
+    tool_ok(call_tool(&client, "create_repo", json!({"name": "b"})).await);
+    let token_a =
+        tool_ok(call_tool(&client, "get_git_token", json!({"name": "a"})).await)["token"].as_str().unwrap().to_owned();
+    let token_b =
+        tool_ok(call_tool(&client, "get_git_token", json!({"name": "b"})).await)["token"].as_str().unwrap().to_owned();
     let path = a["clone_url"].as_str().unwrap().strip_prefix(&p.base_url).unwrap().to_owned();
 
     assert_eq!(info_refs(&p, &path, Some(&token_a)).await.0, StatusCode::OK);
@@ -196,7 +156,7 @@ async fn tokens_are_checked_per_repository_and_expire() {
     // A token that expires.
     let commands = p.commands();
     let owner: events::UserId =
-        ok(tool(&client, "whoami", json!({})).await)["user_id"].as_str().unwrap().parse().unwrap();
+        tool_ok(call_tool(&client, "whoami", json!({})).await)["user_id"].as_str().unwrap().parse().unwrap();
     let found = gateway::repos::find(&commands, owner, "a").await.unwrap().unwrap();
     let short = gateway::repos::issue_token(&commands, owner, &found, chrono::Duration::seconds(1), chrono::Utc::now())
         .await
@@ -209,7 +169,7 @@ async fn tokens_are_checked_per_repository_and_expire() {
     .await;
     assert!(body.contains("expired"), "{body}");
 
-    let bad_ttl = err(tool(&client, "get_git_token", json!({"name": "a", "ttl_minutes": 0})).await);
+    let bad_ttl = tool_err(call_tool(&client, "get_git_token", json!({"name": "a", "ttl_minutes": 0})).await);
     assert_eq!(bad_ttl["error"], "invalid_argument");
     client.cancel().await.unwrap();
 }
@@ -224,24 +184,26 @@ async fn odd_names_foreign_repos_and_traversal_are_refused() {
 
     let long = "a".repeat(300);
     for bad in ["../x", "a/b", "ünïcödé", long.as_str(), "", ".git", "App", "a b"] {
-        let e = err(tool(&client, "create_repo", json!({"name": bad})).await);
+        let e = tool_err(call_tool(&client, "create_repo", json!({"name": bad})).await);
         assert_eq!(e["error"], "invalid_name", "{bad}");
         assert!(e["message"].as_str().unwrap().contains("lowercase letters"), "{bad}: {e}");
     }
-    let gh = err(tool(&client, "create_repo", json!({"name": "x", "host": "github.com"})).await);
+    let gh = tool_err(call_tool(&client, "create_repo", json!({"name": "x", "host": "github.com"})).await);
     assert_eq!(gh["error"], "github_not_configured");
 
     // Another user's repository is "not found", even by its exact name.
-    let mine = ok(tool(&client, "create_repo", json!({"name": "secret"})).await);
-    let theirs = err(tool(&other, "get_git_token", json!({"name": "secret"})).await);
+    let mine = tool_ok(call_tool(&client, "create_repo", json!({"name": "secret"})).await);
+    let theirs = tool_err(call_tool(&other, "get_git_token", json!({"name": "secret"})).await);
     assert_eq!(theirs["error"], "not_found");
-    let made = ok(tool(&other, "create_repo", json!({"name": "secret"})).await);
+    let made = tool_ok(call_tool(&other, "create_repo", json!({"name": "secret"})).await);
     assert_eq!(made["created"], true, "names are per owner");
     assert_ne!(made["clone_url"], mine["clone_url"]);
 
     // Paths that try to leave the repository root never reach git.
-    let token =
-        ok(tool(&client, "get_git_token", json!({"name": "secret"})).await)["token"].as_str().unwrap().to_owned();
+    let token = tool_ok(call_tool(&client, "get_git_token", json!({"name": "secret"})).await)["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let owner = mine["clone_url"].as_str().unwrap().split('/').rev().nth(1).unwrap().to_owned();
     for path in [
         format!("/git/{owner}/..%2F..%2Fetc.git"),
@@ -267,9 +229,9 @@ async fn a_push_not_announced_before_a_crash_is_announced_by_the_reconciler() {
     let p = TestPlatform::start(Components::ALL).await;
     let (key, _) = p.new_key("crash@example.test").await;
     let client = mcp_client(&p.mcp_url(), &key).await.unwrap();
-    ok(tool(&client, "create_repo", json!({"name": "app"})).await);
+    tool_ok(call_tool(&client, "create_repo", json!({"name": "app"})).await);
     let owner: events::UserId =
-        ok(tool(&client, "whoami", json!({})).await)["user_id"].as_str().unwrap().parse().unwrap();
+        tool_ok(call_tool(&client, "whoami", json!({})).await)["user_id"].as_str().unwrap().parse().unwrap();
     let found = gateway::repos::find(&p.commands(), owner, "app").await.unwrap().unwrap();
     let bare = gateway::repos::repo_dir(&p.settings.data_dir, found.repo_id);
 
@@ -279,7 +241,7 @@ async fn a_push_not_announced_before_a_crash_is_announced_by_the_reconciler() {
     git(&work.0, &["init", "-q"]).unwrap();
     let sha = commit(&work.0, "a.txt", "a");
     git(&work.0, &["push", "-q", bare.to_str().unwrap(), "HEAD:main", "HEAD:refs/heads/feature"]).unwrap();
-    assert!(pushes(&p).await.is_empty());
+    assert!(p.push_intents().await.is_empty());
 
     let git = gateway::git::Git::new("git".into(), p.settings.data_dir.clone());
     assert_eq!(git.reconcile_all(&p.adapters.bus).await, 2);
@@ -290,6 +252,6 @@ async fn a_push_not_announced_before_a_crash_is_announced_by_the_reconciler() {
     assert!(pushed.iter().all(|x| x.after == sha));
     // Announced once: a second round finds nothing new, and the stream holds no duplicate.
     assert_eq!(git.reconcile_all(&p.adapters.bus).await, 0);
-    assert_eq!(pushes(&p).await.len(), 2);
+    assert_eq!(p.push_intents().await.len(), 2);
     client.cancel().await.unwrap();
 }

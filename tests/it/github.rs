@@ -4,12 +4,9 @@
 use std::time::Duration;
 
 use deploy_mcp::Components;
-use deploy_mcp_tests::{TestPlatform, eventually, mcp_client, shared_nats_url};
-use events::{Intent, PushReceived};
-use futures::StreamExt;
+use deploy_mcp_tests::{Client, TestPlatform, call_tool, eventually, mcp_client, shared_nats_url, tool_ok};
 use github::fake::FakeGithub;
 use reqwest::StatusCode;
-use rmcp::model::{CallToolRequestParams, CallToolResult};
 use serde_json::{Value, json};
 
 const APP_ID: u64 = 4242;
@@ -32,20 +29,6 @@ async fn platform(fake: &FakeGithub) -> TestPlatform {
     .await
 }
 
-async fn tool(
-    client: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
-    name: &'static str,
-    args: Value,
-) -> CallToolResult {
-    let params = CallToolRequestParams::new(name).with_arguments(args.as_object().unwrap().clone());
-    client.call_tool(params).await.unwrap()
-}
-
-fn ok(result: CallToolResult) -> Value {
-    assert_ne!(result.is_error, Some(true), "{result:?}");
-    result.structured_content.expect("structured output")
-}
-
 async fn deliver(
     p: &TestPlatform,
     event: &str,
@@ -66,29 +49,9 @@ async fn deliver(
     (res.status(), res.json().await.unwrap_or(Value::Null))
 }
 
-async fn pushes(p: &TestPlatform) -> Vec<PushReceived> {
-    let bus = &p.adapters.bus;
-    let last = bus.last_sequence("INTENTS").await.unwrap();
-    if last == 0 {
-        return vec![];
-    }
-    let replay = bus.replay("INTENTS", 1).await.unwrap();
-    tokio::pin!(replay);
-    let mut out = Vec::new();
-    while let Some(item) = replay.next().await {
-        let (seq, payload) = item.unwrap();
-        let Intent::PushReceived(push) = serde_json::from_slice(&payload).unwrap();
-        out.push(push);
-        if seq >= last {
-            break;
-        }
-    }
-    out
-}
-
 /// Connects the account behind `client` to installation 77 on the organization `acme`.
-async fn connect(p: &TestPlatform, client: &rmcp::service::RunningService<rmcp::RoleClient, ()>) {
-    let link = ok(tool(client, "connect_github", json!({})).await);
+async fn connect(p: &TestPlatform, client: &Client) {
+    let link = tool_ok(call_tool(client, "connect_github", json!({})).await);
     let install_url = link["install_url"].as_str().unwrap();
     assert!(
         install_url.starts_with("https://github.com/apps/deploy-mcp-test/installations/new?state="),
@@ -102,7 +65,7 @@ async fn connect(p: &TestPlatform, client: &rmcp::service::RunningService<rmcp::
             .unwrap();
     assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap());
     eventually(Duration::from_secs(10), "whoami to show the link", || async {
-        let me = ok(tool(client, "whoami", json!({})).await);
+        let me = tool_ok(call_tool(client, "whoami", json!({})).await);
         (me["github"]["account"] == "acme").then_some(())
     })
     .await;
@@ -116,13 +79,14 @@ async fn an_agent_connects_github_creates_a_repo_and_pushes_reach_the_platform()
     let (key, _) = p.new_key("gh@example.test").await;
     let client = mcp_client(&p.mcp_url(), &key).await.unwrap();
 
-    let not_yet = tool(&client, "create_repo", json!({"name": "api", "host": "github.com"})).await;
+    let not_yet = call_tool(&client, "create_repo", json!({"name": "api", "host": "github.com"})).await;
     assert_eq!(not_yet.is_error, Some(true));
     assert!(not_yet.structured_content.unwrap()["message"].as_str().unwrap().contains("connect_github"));
 
     connect(&p, &client).await;
-    let repo =
-        ok(tool(&client, "create_repo", json!({"name": "api", "host": "github.com", "description": "API"})).await);
+    let repo = tool_ok(
+        call_tool(&client, "create_repo", json!({"name": "api", "host": "github.com", "description": "API"})).await,
+    );
     assert_eq!(repo["host"], "github.com");
     assert_eq!(repo["created"], true);
     let clone_url = repo["clone_url"].as_str().unwrap().to_owned();
@@ -130,12 +94,12 @@ async fn an_agent_connects_github_creates_a_repo_and_pushes_reach_the_platform()
     assert!(fake.requests().iter().any(|(m, path)| m == "POST" && path == "/orgs/acme/repos"), "{:?}", fake.requests());
 
     // A token is minted per request and never stored.
-    let creds = ok(tool(&client, "get_git_token", json!({"name": "api", "host": "github.com"})).await);
+    let creds = tool_ok(call_tool(&client, "get_git_token", json!({"name": "api", "host": "github.com"})).await);
     let token = creds["token"].as_str().unwrap();
     assert!(token.starts_with("ghs_"), "{token}");
     assert!(creds["authenticated_url"].as_str().unwrap().contains(&format!("x-access-token:{token}@")));
     let before = fake.requests().iter().filter(|(_, path)| path.ends_with("/access_tokens")).count();
-    ok(tool(&client, "get_git_token", json!({"name": "api", "host": "github.com"})).await);
+    tool_ok(call_tool(&client, "get_git_token", json!({"name": "api", "host": "github.com"})).await);
     let after = fake.requests().iter().filter(|(_, path)| path.ends_with("/access_tokens")).count();
     assert_eq!(after, before + 1, "one installation token per request");
     let events = p.adapters.store.event_count().await.unwrap();
@@ -156,7 +120,7 @@ async fn an_agent_connects_github_creates_a_repo_and_pushes_reach_the_platform()
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     assert_eq!(answer["status"], "accepted");
     let pushed = eventually(Duration::from_secs(10), "the push intent", || async {
-        let all = pushes(&p).await;
+        let all = p.push_intents().await;
         (!all.is_empty()).then_some(all)
     })
     .await;
@@ -170,7 +134,7 @@ async fn an_agent_connects_github_creates_a_repo_and_pushes_reach_the_platform()
         let (status, _) = deliver(&p, "push", &delivery, &body, Some(signature.clone())).await;
         assert!(status.is_success(), "{status}");
     }
-    assert_eq!(pushes(&p).await.len(), 1);
+    assert_eq!(p.push_intents().await.len(), 1);
     assert_eq!(p.adapters.bus.last_sequence("INTENTS").await.unwrap(), 1);
 
     // A bad signature is refused and produces nothing.
@@ -179,7 +143,7 @@ async fn an_agent_connects_github_creates_a_repo_and_pushes_reach_the_platform()
         let (status, answer) = deliver(&p, "push", "forged", &other, sig).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
     }
-    assert_eq!(pushes(&p).await.len(), 1);
+    assert_eq!(p.push_intents().await.len(), 1);
 
     // Uninstalling the App unlinks the account.
     let gone = github::fake::installation_payload("deleted", 77, "acme", "Organization", "octocat");
@@ -187,7 +151,7 @@ async fn an_agent_connects_github_creates_a_repo_and_pushes_reach_the_platform()
         deliver(&p, "installation", "delivery-uninstall", &gone, Some(github::sign(SECRET.as_bytes(), &gone))).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     eventually(Duration::from_secs(10), "whoami to drop the link", || async {
-        let me = ok(tool(&client, "whoami", json!({})).await);
+        let me = tool_ok(call_tool(&client, "whoami", json!({})).await);
         me["github"].is_null().then_some(())
     })
     .await;
@@ -216,11 +180,11 @@ async fn install_links_are_bound_to_their_account() {
     }
     connect(&p, &client).await;
     // The same installation cannot be taken by another account.
-    let link = ok(tool(&other, "connect_github", json!({})).await);
+    let link = tool_ok(call_tool(&other, "connect_github", json!({})).await);
     let state = link["install_url"].as_str().unwrap().split_once("state=").unwrap().1.to_owned();
     let res = reqwest::get(format!("{}/github/setup?installation_id=77&state={state}", p.base_url)).await.unwrap();
     assert_eq!(res.status(), StatusCode::CONFLICT);
-    let me = ok(tool(&other, "whoami", json!({})).await);
+    let me = tool_ok(call_tool(&other, "whoami", json!({})).await);
     assert!(me["github"].is_null());
     client.cancel().await.unwrap();
     other.cancel().await.unwrap();

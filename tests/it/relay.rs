@@ -4,7 +4,6 @@ use std::time::Duration;
 use deploy_mcp::Components;
 use deploy_mcp_tests::{NatsProcess, TestPlatform, eventually};
 use events::{Envelope, Intent, PushReceived, RepoId};
-use futures::StreamExt;
 
 const RELAY_ONLY: Components = Components { relay: true, ..Components::NONE };
 
@@ -20,22 +19,7 @@ async fn open_accounts(p: &TestPlatform, tag: &str, n: usize) {
 
 /// Every envelope in the EVENTS stream, in stream order.
 async fn stream_envelopes(p: &TestPlatform) -> Vec<Envelope> {
-    let bus = &p.adapters.bus;
-    let last = bus.last_sequence("EVENTS").await.unwrap();
-    if last == 0 {
-        return vec![];
-    }
-    let replay = bus.replay("EVENTS", 1).await.unwrap();
-    tokio::pin!(replay);
-    let mut out = Vec::new();
-    while let Some(item) = replay.next().await {
-        let (seq, payload) = item.unwrap();
-        out.push(serde_json::from_slice(&payload).unwrap());
-        if seq >= last {
-            break;
-        }
-    }
-    out
+    p.stream_payloads("EVENTS").await.iter().map(|b| serde_json::from_slice(b).unwrap()).collect()
 }
 
 /// The stream holds every committed event exactly once, each aggregate's in sequence order.
