@@ -307,3 +307,18 @@ async fn a_new_read_model_layout_is_replayed_at_start() {
     let adapters = deploy_mcp::connect(&p.settings).await.unwrap();
     assert_eq!(store::rows::dump(&adapters.store, store::READ_MODEL_SCHEMA).await.unwrap(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_models_lost_with_the_database_are_rebuilt_from_the_stream() {
+    let mut p = TestPlatform::start(RELAY_AND_PROJECTOR).await;
+    populate(&p).await;
+    let store = p.adapters.store.clone();
+    let before = store::rows::dump(&store, store::READ_MODEL_SCHEMA).await.unwrap();
+    p.stop().await;
+    // The read models and their version vanish (a restored or hand-edited database); the durable
+    // consumer is already past every event, so only a replay can bring them back.
+    store.drop_schema(store::READ_MODEL_SCHEMA).await.unwrap();
+    store.forget_read_model_version().await.unwrap();
+    let adapters = deploy_mcp::connect(&p.settings).await.unwrap();
+    assert_eq!(store::rows::dump(&adapters.store, store::READ_MODEL_SCHEMA).await.unwrap(), before);
+}

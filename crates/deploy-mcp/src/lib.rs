@@ -34,9 +34,11 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<Adapters> {
         .await
         .with_context(|| format!("cannot use NATS at {}", settings.nats_url))?;
     bus.apply_definitions(settings.nats_replicas).await.context("applying nats/streams.json")?;
-    if read_models == store::ReadModels::Stale {
+    // Read models created or re-laid-out now start empty while the durable consumer may already
+    // be past old events: rebuild them from the whole stream (cheap when it is empty).
+    if read_models != store::ReadModels::Current {
         let report = projector::rebuild(&store, &bus, "rm_rebuild", true).await.context("replaying the read models")?;
-        tracing::info!(events = report.events, "read models had a new layout: replayed from the EVENTS stream");
+        tracing::info!(events = report.events, ?read_models, "read models replayed from the EVENTS stream");
     }
     Ok(Adapters { store, bus })
 }

@@ -39,7 +39,8 @@ impl From<sqlx::Error> for Error {
 pub enum ReadModels {
     /// They match this version.
     Current,
-    /// There were none (a new database): nothing to replay.
+    /// They were created now (a new database, or one from before versioned read models):
+    /// replay the streams into them.
     Created,
     /// Their layout changed: they were dropped, and must be replayed from the streams.
     Stale,
@@ -122,6 +123,12 @@ impl Store {
     /// them (what a new read-model layout does on upgrade).
     pub async fn mark_read_models_stale(&self) -> Result<()> {
         sqlx::query("UPDATE read_model_version SET ddl = '' WHERE id = 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Forgets the read models' version entirely, as in a database from before it was kept.
+    pub async fn forget_read_model_version(&self) -> Result<()> {
+        sqlx::query("DELETE FROM read_model_version").execute(&self.pool).await?;
         Ok(())
     }
 
