@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::pull::{Config as PullConfig, OrderedConfig};
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::consumer::{DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
 pub use defs::{ConsumerDef, Definitions, StreamDef};
@@ -60,11 +60,6 @@ impl Delivery {
 
     pub async fn ack(&self) -> Result<()> {
         self.msg.ack().await.map_err(unavailable)
-    }
-
-    /// Asks for redelivery after `delay` (the handler failed for a passing reason).
-    pub async fn nak(&self, delay: Duration) -> Result<()> {
-        self.msg.ack_with(jetstream::AckKind::Nak(Some(delay))).await.map_err(unavailable)
     }
 }
 
@@ -266,10 +261,6 @@ impl Bus {
             let _ = self.js.delete_stream(self.stream_name(&s.name)).await;
         }
         Ok(())
-    }
-
-    pub fn ack_policy_is_explicit() -> AckPolicy {
-        AckPolicy::Explicit
     }
 }
 

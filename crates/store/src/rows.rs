@@ -285,17 +285,6 @@ fn check_schema(schema: &str) -> Result<()> {
     }
 }
 
-/// Rows of `T` owned by any of `agg_ids`.
-pub async fn load<T: Table>(conn: &mut Tx, schema: &str, agg_ids: &[String]) -> Result<Vec<T>> {
-    check_schema(schema)?;
-    let sql = format!(
-        "SELECT coalesce(jsonb_agg(to_jsonb(t)), '[]'::jsonb) FROM {schema}.{} t WHERE agg_id = ANY($1)",
-        T::NAME
-    );
-    let json: serde_json::Value = sqlx::query_scalar(&sql).bind(agg_ids).fetch_one(&mut **conn).await?;
-    serde_json::from_value(json).map_err(|e| Error::Decode(format!("{}: {e}", T::NAME)))
-}
-
 /// Inserts rows in bulk with `COPY` (a rebuild writes every row at once).
 pub async fn insert<T: Table>(conn: &mut Tx, schema: &str, rows: &[&T]) -> Result<()> {
     check_schema(schema)?;

@@ -242,15 +242,17 @@ pub async fn handle(
         Err(e) => return plain(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
     // Unknown repository and foreign token look the same from outside: check the token first.
-    let repo_id = found.as_ref().map(|f| f.repo_id).unwrap_or_default();
-    match repos::check_token(commands, &token, repo_id, Utc::now()).await {
-        Ok(TokenCheck::Valid { .. }) if found.is_some() => {}
-        Ok(TokenCheck::Valid { .. }) | Ok(TokenCheck::OtherRepo) => {
+    let repo_id = match repos::check_token(commands, &token, found.as_ref().map(|f| f.repo_id), Utc::now()).await {
+        Ok(TokenCheck::Valid { .. }) => match &found {
+            Some(f) => f.repo_id,
+            None => return not_found(),
+        },
+        Ok(TokenCheck::OtherRepo) => {
             return plain(StatusCode::FORBIDDEN, "this token belongs to another repository: get one for this repo");
         }
         Ok(TokenCheck::Invalid(why)) => return unauthorized(why),
         Err(e) => return plain(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-    }
+    };
     let dir = match state.git.ensure_bare(repo_id).await {
         Ok(d) => d,
         Err(e) => {

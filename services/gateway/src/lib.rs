@@ -90,9 +90,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result
 
 /// Serves on an already bound listener (tests bind port 0).
 pub async fn serve(listener: TcpListener, config: Config, shutdown: CancellationToken) -> std::io::Result<()> {
-    let router = app(&config, shutdown.clone());
-    let git = git::Git::new(config.git_bin.clone(), config.data_dir.clone());
-    tokio::spawn(git::reconcile_loop(git, config.bus.clone(), config.reconcile_every, shutdown.clone()));
+    let state = AppState::new(&config);
+    // The reconciler shares the handlers' `Git`, so both take the same per-repository locks.
+    tokio::spawn(git::reconcile_loop(state.git.clone(), config.bus.clone(), config.reconcile_every, shutdown.clone()));
+    let router = app(state, &config, shutdown.clone());
     tracing::info!(addr = %listener.local_addr()?, url = %format!("{}/mcp", config.public_url), "gateway listening");
     axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
@@ -103,17 +104,22 @@ fn host_of(url: &str) -> Option<String> {
     Some(authority.to_owned())
 }
 
+impl AppState {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            store: config.store.clone(),
+            bus: config.bus.clone(),
+            auth: Arc::new(KeyAuth::new(config.store.clone(), config.key_recheck)),
+            public_url: config.public_url.trim_end_matches('/').to_owned(),
+            commands: Arc::new(Commands::new(&config.store)),
+            git: git::Git::new(config.git_bin.clone(), config.data_dir.clone()),
+            github: github_app::GithubState { config: config.github.clone(), ..Default::default() },
+        }
+    }
+}
+
 /// The gateway's routes.
-pub fn app(config: &Config, shutdown: CancellationToken) -> Router {
-    let state = AppState {
-        store: config.store.clone(),
-        bus: config.bus.clone(),
-        auth: Arc::new(KeyAuth::new(config.store.clone(), config.key_recheck)),
-        public_url: config.public_url.trim_end_matches('/').to_owned(),
-        commands: Arc::new(Commands::new(&config.store)),
-        git: git::Git::new(config.git_bin.clone(), config.data_dir.clone()),
-        github: github_app::GithubState { config: config.github.clone(), ..Default::default() },
-    };
+pub fn app(state: AppState, config: &Config, shutdown: CancellationToken) -> Router {
     let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     if let Some(h) = host_of(&state.public_url) {
         hosts.push(h.clone());

@@ -227,11 +227,12 @@ pub enum TokenCheck {
     OtherRepo,
 }
 
-/// Checks a presented token against the repository the request names.
+/// Checks a presented token against the repository the request names (`None`: a repository
+/// that does not exist, which a valid token of another repository may not learn).
 pub async fn check_token(
     commands: &Commands,
     token: &str,
-    repo: RepoId,
+    repo: Option<RepoId>,
     now: DateTime<Utc>,
 ) -> Result<TokenCheck, RepoError> {
     let Some(rest) = token.strip_prefix(TOKEN_SCHEME) else {
@@ -255,7 +256,7 @@ pub async fn check_token(
     if t.expires_at <= now {
         return Ok(TokenCheck::Invalid("this git token has expired: get a new one with get_git_token"));
     }
-    if token_repo != repo {
+    if Some(token_repo) != repo {
         return Ok(TokenCheck::OtherRepo);
     }
     Ok(TokenCheck::Valid { owner: found.owner })
