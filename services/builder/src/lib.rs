@@ -4,6 +4,8 @@
 //! holds its place in the process layout (`deploy-mcp builder`, `deploy-mcp dev`) and checks that
 //! the bus it will consume from is reachable.
 
+pub mod plan;
+
 use bus::Bus;
 use tokio_util::sync::CancellationToken;
 
