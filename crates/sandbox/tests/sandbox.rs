@@ -1,0 +1,529 @@
+//! Real sandboxes on this machine: needs root, ip, nft, bwrap, setpriv and cgroup v1 (Host::new says what is
+//! missing). Each test has its own instance tag, so tests run in parallel and never touch each other's (or the
+//! platform's) namespaces, veths, cgroups and firewall tables. Traffic goes only to loopback and to namespaces
+//! the tests create.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use sandbox::{ExitStatus, Host, HostConfig, Process, Sandbox, Spec, Stream};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+/// Upper bound for anything a test waits for.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A Host with a fresh instance tag and a scratch directory for its state and app dirs.
+struct Fixture {
+    host: Host,
+    tag: String,
+    dir: PathBuf,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        Fixture::with_tag(&unique_tag()).await
+    }
+
+    async fn with_tag(tag: &str) -> Fixture {
+        let dir = std::env::temp_dir().join(format!("dmcp-sandbox-test-{tag}"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let config = HostConfig { instance: tag.to_owned(), state_dir: dir.join("state") };
+        let host = match Host::new(config).await {
+            Ok(host) => host,
+            Err(e) => panic!("these tests need root and the sandbox tools; Host::new said: {e}"),
+        };
+        Fixture { host, tag: tag.to_owned(), dir }
+    }
+
+    fn spec(&self, id: &str) -> Spec {
+        let app_dir = self.dir.join(format!("app-{id}"));
+        fs::create_dir_all(&app_dir).unwrap();
+        Spec { id: id.to_owned(), app_dir, memory_mb: 256, cpu_millis: 0, pids_max: 64, tmp_mb: 16 }
+    }
+
+    async fn create(&self, spec: Spec) -> Sandbox {
+        self.host.create(spec).await.unwrap()
+    }
+
+    /// Tears the instance down and checks that nothing of it is left.
+    async fn finish(&self) {
+        self.host.teardown().await.unwrap();
+        assert!(self.host.firewall_rules().await.is_err(), "the firewall table survived teardown");
+        assert_eq!(leftovers(&self.tag), Vec::<String>::new());
+        fs::remove_dir_all(&self.dir).unwrap();
+    }
+}
+
+/// A failing test still removes its namespaces, cgroups and table (a passing one did so in `finish`).
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let host = self.host.clone();
+            // A thread of its own: the test's runtime cannot be blocked on from inside itself.
+            let cleanup = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(host.teardown())
+            });
+            if let Ok(Err(e)) = cleanup.join() {
+                eprintln!("teardown after the failure failed too: {e}");
+            }
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn unique_tag() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos();
+    let mut n = u64::from(nanos)
+        ^ (u64::from(std::process::id()) << 20)
+        ^ u64::from(COUNTER.fetch_add(1, Ordering::Relaxed)) << 40;
+    // A letter first: tags never look like numbers.
+    let mut tag = String::from("t");
+    for _ in 0..4 {
+        tag.push(char::from_digit((n % 36) as u32, 36).unwrap());
+        n /= 36;
+    }
+    tag
+}
+
+/// Everything named after `tag` that exists on the machine: namespaces, veths, cgroups, leases, nft table.
+fn leftovers(tag: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut scan = |dir: &str, prefix: &str| {
+        if let Ok(entries) = fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(prefix) {
+                    found.push(format!("{dir}/{name}"));
+                }
+            }
+        }
+    };
+    scan("/run/netns", &format!("dmcp-{tag}-"));
+    scan("/sys/class/net", &format!("vh{tag}-"));
+    for controller in ["memory", "pids", "cpu", "cpuacct"] {
+        scan(&format!("/sys/fs/cgroup/{controller}"), &format!("dmcp-{tag}-"));
+    }
+    for entry in fs::read_dir("/run/deploy-mcp/net").unwrap().flatten() {
+        if fs::read_to_string(entry.path()).unwrap_or_default().starts_with(&format!("{tag} ")) {
+            found.push(entry.path().display().to_string());
+        }
+    }
+    found
+}
+
+/// Waits for the process and collects its output lines (stderr ones prefixed with `!`).
+async fn output(mut process: Process) -> (ExitStatus, Vec<String>) {
+    let mut lines = process.lines();
+    let collect = async {
+        let mut out = Vec::new();
+        while let Some(line) = lines.recv().await {
+            out.push(if line.stream == Stream::Stderr { format!("!{}", line.text) } else { line.text });
+        }
+        out
+    };
+    let (status, out) = timeout(WAIT, async { tokio::join!(process.wait(), collect) }).await.expect("process hangs");
+    (status.unwrap(), out)
+}
+
+async fn run(sandbox: &Sandbox, command: &str) -> (ExitStatus, Vec<String>) {
+    output(sandbox.spawn(command, &[]).unwrap()).await
+}
+
+/// Status line and body of `GET /` from the host, or None when nothing answers (yet).
+async fn http_get(address: std::net::Ipv4Addr, port: u16) -> Option<String> {
+    let attempt = async {
+        let mut stream = TcpStream::connect((address, port)).await.ok()?;
+        stream.write_all(b"GET / HTTP/1.0\r\nHost: app\r\n\r\n").await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        Some(response)
+    };
+    timeout(Duration::from_secs(2), attempt).await.ok().flatten()
+}
+
+/// Polls until the app answers; the caller's deadline is [`WAIT`].
+async fn wait_for_http(address: std::net::Ipv4Addr, port: u16) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(response) = http_get(address, port).await {
+            return response;
+        }
+        assert!(Instant::now() < deadline, "nothing answered on {address}:{port}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn lease_of(tag: &str, id: &str) -> bool {
+    fs::read_dir("/run/deploy-mcp/net")
+        .unwrap()
+        .flatten()
+        .any(|e| fs::read_to_string(e.path()).unwrap_or_default().trim() == format!("{tag} {id}"))
+}
+
+/// Everything a sandbox had on the host, to check it is gone afterwards.
+fn traces(sandbox: &Sandbox) -> Vec<PathBuf> {
+    let mut paths =
+        vec![Path::new("/run/netns").join(sandbox.netns()), Path::new("/sys/class/net").join(sandbox.veth())];
+    paths.extend(sandbox.cgroup_dirs());
+    paths
+}
+
+#[tokio::test]
+async fn app_serves_http_to_the_host_and_destroy_leaves_nothing() {
+    let fx = Fixture::new().await;
+    let spec = fx.spec("web");
+    fs::write(spec.app_dir.join("index.html"), "hello from the sandbox\n").unwrap();
+
+    let started = Instant::now();
+    let sandbox = fx.create(spec).await;
+    let created = started.elapsed();
+    let mut server =
+        sandbox.spawn("exec python3 -m http.server \"$PORT\" --bind 0.0.0.0", &env(&[("PORT", "8080")])).unwrap();
+    let spawned = started.elapsed();
+    let response = wait_for_http(sandbox.address(), 8080).await;
+    let answered = started.elapsed();
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    assert!(response.ends_with("hello from the sandbox\n"), "{response}");
+    assert_eq!(sandbox.listening_ports().await, [8080]);
+
+    let traces = traces(&sandbox);
+    assert!(traces.iter().all(|p| p.exists()), "{traces:?}");
+    assert!(lease_of(&fx.tag, "web"));
+    let started = Instant::now();
+    sandbox.clone().destroy(Duration::from_secs(2)).await.unwrap();
+    let destroyed = started.elapsed();
+    eprintln!(
+        "timings: create {created:?}, spawn returned at {spawned:?}, first HTTP 200 at {answered:?}, \
+         destroy (SIGTERM honoured) {destroyed:?}"
+    );
+    assert!(traces.iter().all(|p| !p.exists()), "left behind: {traces:?}");
+    assert!(!lease_of(&fx.tag, "web"));
+    // python exits on SIGTERM: 128 + 15 through bwrap.
+    assert_eq!(timeout(WAIT, server.wait()).await.unwrap().unwrap(), ExitStatus::Code(143));
+    // Idempotent, also on a sandbox that is gone already.
+    sandbox.destroy(Duration::ZERO).await.unwrap();
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn processes_run_as_nobody_without_capabilities_or_the_host_environment() {
+    let fx = Fixture::new().await;
+    let sandbox = fx.create(fx.spec("who")).await;
+    let script = "grep -E '^(Uid|Gid|Groups|CapEff|CapPrm|CapBnd|NoNewPrivs):' /proc/self/status | tr -s '\\t' ' '; \
+                  id -un; hostname; getent hosts localhost | tr -s ' ' ' '; pwd; env | sort; echo oops >&2; exit 3";
+    let (status, out) = output(sandbox.spawn(script, &env(&[("GREETING", "hi there")])).unwrap()).await;
+    assert_eq!(status, ExitStatus::Code(3));
+    for expected in [
+        "Uid: 65534 65534 65534 65534",
+        "Gid: 65534 65534 65534 65534",
+        "Groups:",
+        "CapEff: 0000000000000000",
+        "CapPrm: 0000000000000000",
+        "CapBnd: 0000000000000000",
+        "NoNewPrivs: 1",
+        "nobody",
+        "who",
+        "::1 localhost ip6-localhost ip6-loopback",
+        "/app",
+        "GREETING=hi there",
+        "HOME=/app",
+        "LANG=C.UTF-8",
+        "PATH=/usr/local/bin:/usr/bin:/bin",
+        "!oops",
+    ] {
+        assert!(out.iter().any(|l| l.trim_end() == expected), "missing {expected:?} in {out:#?}");
+    }
+    // The variables are exactly ours plus what the shell sets itself.
+    let vars: Vec<&str> = out.iter().filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
+    let allowed = ["GREETING", "HOME", "LANG", "OLDPWD", "PATH", "PWD", "SHLVL", "_"];
+    assert!(vars.iter().all(|v| allowed.contains(v)), "the host environment leaked: {vars:?}");
+
+    // What the host sees: every process but the root launcher shell is 65534 with no capabilities.
+    let mut sleeper = sandbox.spawn("exec sleep 60", &[]).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let sleep_pid = loop {
+        let found = sandbox.pids().into_iter().find(|pid| comm(*pid) == "sleep");
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "sleep never showed up in the sandbox's cgroup");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let status = fs::read_to_string(format!("/proc/{sleep_pid}/status")).unwrap();
+    assert!(status.contains("Uid:\t65534\t65534\t65534\t65534"), "{status}");
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+    for pid in sandbox.pids() {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let root = status.contains("Uid:\t0\t");
+        assert!(!root || Some(pid) == sleeper.pid(), "pid {pid} ({}) runs as root", comm(pid));
+    }
+
+    // Killing one command's launcher takes its sandboxed processes down (through bwrap's --die-with-parent).
+    sleeper.kill().unwrap();
+    assert_eq!(timeout(WAIT, sleeper.wait()).await.unwrap().unwrap(), ExitStatus::Signal(9));
+    let deadline = Instant::now() + WAIT;
+    while !sandbox.pids().is_empty() {
+        assert!(Instant::now() < deadline, "processes survive their launcher: {:?}", sandbox.pids());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sandbox.destroy(Duration::ZERO).await.unwrap();
+    fx.finish().await;
+}
+
+fn comm(pid: u32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned()
+}
+
+#[tokio::test]
+async fn only_app_and_tmp_are_writable_and_host_data_is_invisible() {
+    let fx = Fixture::new().await;
+    // A platform data dir readable by anyone on the host: only the missing mount keeps the app out.
+    let data = fx.dir.join("platform-data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("secret"), "s3cret").unwrap();
+    fs::set_permissions(data.join("secret"), fs::Permissions::from_mode(0o644)).unwrap();
+    let mut spec = fx.spec("files");
+    spec.tmp_mb = 4;
+    let app_dir = spec.app_dir.clone();
+    let sandbox = fx.create(spec).await;
+    let script = format!(
+        "for f in /x /usr/x /usr/local/x /etc/x /bin/x /lib/x /root/x /home/x /var/lib/x /proc/x /app/x /tmp/x; do \
+           if touch $f 2>/dev/null; then echo \"write $f ok\"; else echo \"write $f denied\"; fi; done; \
+         for f in /root /home /var/lib {data} {data}/secret /run/deploy-mcp /sys/fs/cgroup; do \
+           if ls $f >/dev/null 2>&1; then echo \"see $f ok\"; else echo \"see $f denied\"; fi; done; \
+         dd if=/dev/zero of=/tmp/big bs=1M count=8 2>/dev/null && echo 'tmp unbounded' || echo 'tmp full'",
+        data = data.display()
+    );
+    let (status, out) = run(&sandbox, &script).await;
+    assert_eq!(status, ExitStatus::Code(0), "{out:#?}");
+    let denied = |line: &String| line.ends_with("denied") || line == "tmp full";
+    let allowed = ["write /app/x ok", "write /tmp/x ok"];
+    for line in &out {
+        assert!(allowed.contains(&line.as_str()) || denied(line), "not blocked: {line:?} in {out:#?}");
+    }
+    assert_eq!(out.len(), 12 + 7 + 1, "{out:#?}");
+    // The app's files belong to the app user on the host too.
+    assert_eq!(fs::metadata(app_dir.join("x")).unwrap().uid(), sandbox::APP_UID);
+    sandbox.destroy(Duration::ZERO).await.unwrap();
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn apps_reach_neither_the_host_nor_each_other() {
+    let fx = Fixture::new().await;
+    let probe = fx.create(fx.spec("probe")).await;
+    let other = fx.create(fx.spec("other")).await;
+    let mut server = other.spawn("exec python3 -m http.server 8080 --bind 0.0.0.0", &[]).unwrap();
+    // Positive control: the host reaches the other app.
+    assert!(wait_for_http(other.address(), 8080).await.starts_with("HTTP/1.0 200"));
+
+    // Host services the app must not reach: a loopback listener and one on the probe's own gateway address.
+    let loopback = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway = TcpListener::bind((probe.host_address(), 0)).await.unwrap();
+    let targets = [
+        ("127.0.0.1".to_owned(), loopback.local_addr().unwrap().port()),
+        (probe.host_address().to_string(), gateway.local_addr().unwrap().port()),
+        (other.address().to_string(), 8080),
+        (other.host_address().to_string(), gateway.local_addr().unwrap().port()),
+    ];
+    let script = format!(
+        "import socket, threading\n\
+         own = socket.socket(); own.bind(('127.0.0.1', 0)); own.listen()\n\
+         targets = [('127.0.0.1', own.getsockname()[1])] + {targets:?}\n\
+         results = {{}}\n\
+         def probe(host, port):\n\
+         \x20   try:\n\
+         \x20       socket.create_connection((host, port), timeout=1).close(); results[(host, port)] = 'connected'\n\
+         \x20   except OSError as e:\n\
+         \x20       results[(host, port)] = 'failed ' + type(e).__name__\n\
+         threads = [threading.Thread(target=probe, args=t) for t in targets]\n\
+         [t.start() for t in threads]; [t.join() for t in threads]\n\
+         for t in targets: print(t[0], t[1], results[t])\n"
+    );
+    let (status, out) = output(probe.spawn("exec python3 -c \"$PROBE\"", &env(&[("PROBE", &script)])).unwrap()).await;
+    assert_eq!(status, ExitStatus::Code(0), "{out:#?}");
+    assert_eq!(out.len(), 5, "{out:#?}");
+    assert!(out[0].ends_with("connected"), "the probe cannot even reach itself: {out:#?}");
+    for line in &out[1..] {
+        assert!(line.contains(" failed "), "reachable from a sandbox: {line} ({out:#?})");
+    }
+    // The gateway listener's port is refused by the firewall's reset, not by a missing listener.
+    assert!(out[2].ends_with("ConnectionRefusedError"), "{out:#?}");
+    for listener in [&loopback, &gateway] {
+        assert!(timeout(Duration::from_millis(50), listener.accept()).await.is_err(), "a probe got through");
+    }
+
+    // The namespace's only way out is the host's end of its veth.
+    let routes = std::process::Command::new("ip").args(["-n", probe.netns(), "route"]).output().unwrap();
+    let routes = String::from_utf8(routes.stdout).unwrap();
+    assert!(routes.contains(&format!("default via {} dev eth0", probe.host_address())), "{routes}");
+    assert_eq!(routes.lines().count(), 2, "{routes}");
+
+    // The rules behind it, read back.
+    let rules = fx.host.firewall_rules().await.unwrap();
+    let veths = format!("iifname \"vh{}-*\"", fx.tag);
+    for expected in [
+        format!("{veths} ct state established,related accept"),
+        format!("{veths} meta l4proto tcp reject with tcp reset"),
+        format!("{veths} ip daddr @private4 meta l4proto tcp reject with tcp reset"),
+        format!("{veths} ip6 daddr @private6 meta l4proto tcp reject with tcp reset"),
+        format!("{veths} accept"),
+        "ip saddr 10.201.0.0/16 oifname != \"vh*\" masquerade".to_owned(),
+    ] {
+        assert!(rules.contains(&expected), "missing {expected:?} in\n{rules}");
+    }
+    let rules = rules.split_whitespace().collect::<Vec<_>>().join(" ");
+    for range in [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "fc00::/7",
+        "fe80::/10",
+    ] {
+        assert!(rules.contains(range), "{range} is not rejected:\n{rules}");
+    }
+
+    probe.destroy(Duration::ZERO).await.unwrap();
+    other.destroy(Duration::ZERO).await.unwrap();
+    assert!(timeout(WAIT, server.wait()).await.is_ok());
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_memory_hog_is_oom_killed_and_counted() {
+    let fx = Fixture::new().await;
+    let mut spec = fx.spec("hog");
+    spec.memory_mb = 48;
+    let sandbox = fx.create(spec).await;
+    assert_eq!(sandbox.oom_kills(), 0);
+    let (status, out) = run(&sandbox, "exec python3 -c \"b = b'x' * (200 << 20); print('survived')\"").await;
+    assert_eq!(status, ExitStatus::Code(137), "{out:#?}");
+    assert!(!out.iter().any(|l| l == "survived"));
+    assert!(sandbox.oom_kills() >= 1);
+    sandbox.destroy(Duration::ZERO).await.unwrap();
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn the_pids_limit_stops_a_fork_loop() {
+    let fx = Fixture::new().await;
+    let mut spec = fx.spec("forks");
+    spec.pids_max = 16;
+    let sandbox = fx.create(spec).await;
+    let script = "import os, time\n\
+                  n = 0\n\
+                  try:\n\
+                  \x20   while n < 1000:\n\
+                  \x20       if os.fork() == 0:\n\
+                  \x20           time.sleep(60); os._exit(0)\n\
+                  \x20       n += 1\n\
+                  except OSError as e:\n\
+                  \x20   print('stopped after', n, 'errno', e.errno)\n";
+    let mut process = sandbox.spawn("exec python3 -c \"$SCRIPT\"", &env(&[("SCRIPT", script)])).unwrap();
+    let mut lines = process.lines();
+    let line = timeout(WAIT, lines.recv()).await.unwrap().unwrap();
+    // 16 = launcher + 2 bwrap + python + 12 children.
+    assert_eq!(line.text, "stopped after 12 errno 11");
+    // The children still sleep; destroy kills them all through the cgroup.
+    assert!(sandbox.pids().len() >= 16);
+    let traces = traces(&sandbox);
+    sandbox.destroy(Duration::from_millis(100)).await.unwrap();
+    assert!(traces.iter().all(|p| !p.exists()), "{traces:?}");
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_new_host_removes_what_a_dropped_one_left_behind() {
+    let tag = unique_tag();
+    let fx = Fixture::with_tag(&tag).await;
+    let sandbox = fx.create(fx.spec("crash")).await;
+    let process = sandbox.spawn("exec sleep 60", &[]).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !sandbox.pids().iter().any(|p| comm(*p) == "sleep") {
+        assert!(Instant::now() < deadline, "sleep never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let pids: Vec<u32> = sandbox.pids().into_iter().filter(|p| comm(*p) == "sleep").collect();
+    let traces = traces(&sandbox);
+    // As if the platform crashed: nothing is destroyed.
+    drop((process, sandbox));
+    std::mem::forget(fx);
+
+    let again = Fixture::with_tag(&tag).await;
+    assert!(traces.iter().all(|p| !p.exists()), "left behind: {traces:?}");
+    assert!(!lease_of(&tag, "crash"));
+    for pid in pids {
+        let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(state.is_empty() || state.contains(") Z "), "pid {pid} survived: {state}");
+    }
+    // The same id is free again.
+    let sandbox = again.create(again.spec("crash")).await;
+    sandbox.destroy(Duration::ZERO).await.unwrap();
+    again.finish().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_reason() {
+    let fx = Fixture::new().await;
+    let bad_id = fx.host.create(Spec { id: "Web-1".into(), ..fx.spec("x") }).await.unwrap_err();
+    assert!(bad_id.to_string().contains("[a-z0-9]"), "{bad_id}");
+    let sandbox = fx.create(fx.spec("twice")).await;
+    let duplicate = fx.host.create(fx.spec("twice")).await.unwrap_err();
+    assert!(matches!(duplicate, sandbox::Error::Exists(_)), "{duplicate}");
+    // The failed create took nothing from the first.
+    assert!(traces(&sandbox).iter().all(|p| p.exists()));
+    let bad_env = sandbox.spawn("true", &env(&[("A=B", "c")])).unwrap_err();
+    assert!(bad_env.to_string().contains("A=B"), "{bad_env}");
+    let private = fx.dir.join("private");
+    fs::create_dir_all(private.join("app")).unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    let unreachable = fx.host.create(Spec { app_dir: private.join("app"), ..fx.spec("priv") }).await.unwrap_err();
+    assert!(unreachable.to_string().contains("not searchable by uid 65534"), "{unreachable}");
+    sandbox.destroy(Duration::ZERO).await.unwrap();
+    fx.host.teardown().await.unwrap();
+    let torn_down = fx.host.create(fx.spec("late")).await.unwrap_err();
+    assert!(matches!(torn_down, sandbox::Error::TornDown), "{torn_down}");
+    fx.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_get_distinct_addresses() {
+    let fx = std::sync::Arc::new(Fixture::new().await);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..8)
+        .map(|n| {
+            let fx = fx.clone();
+            tokio::spawn(async move { fx.create(fx.spec(&format!("c{n}"))).await })
+        })
+        .collect();
+    let mut sandboxes = Vec::new();
+    for task in tasks {
+        sandboxes.push(task.await.unwrap());
+    }
+    let created = started.elapsed();
+    let mut addresses: Vec<_> = sandboxes.iter().map(|s| s.address()).collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 8);
+    let started = Instant::now();
+    for sandbox in sandboxes {
+        sandbox.destroy(Duration::ZERO).await.unwrap();
+    }
+    eprintln!("timings: 8 concurrent creates {created:?}, 8 destroys {:?}", started.elapsed());
+    fx.finish().await;
+}
