@@ -17,6 +17,8 @@ pub enum ClaimKind {
     Repo,
     /// A service name within its owner and project (`<user>/<project>/<name>`).
     Service,
+    /// The host label of a service's URL (`<label>.<base-domain>`), platform-wide.
+    Hostname,
     /// A resource name within its owner (`<user>/<name>`).
     Resource,
     /// A DNS zone, platform-wide.
@@ -36,6 +38,7 @@ impl ClaimKind {
             Self::ApiKeyPrefix => "api_key_prefix",
             Self::Repo => "repo",
             Self::Service => "service",
+            Self::Hostname => "hostname",
             Self::Resource => "resource",
             Self::Zone => "zone",
             Self::Domain => "domain",

@@ -31,6 +31,18 @@ pub enum FailureReason {
     Internal { message: String },
 }
 
+/// What asked for a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployTrigger {
+    /// `create_service` deployed the branch's head.
+    Create,
+    /// A push to the service's branch (deployed once per commit, however often delivered).
+    Push,
+    /// `redeploy_service`.
+    Redeploy,
+}
+
 /// Events of the `service` aggregate: a service and its deployments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum ServiceEvent {
@@ -39,6 +51,8 @@ pub enum ServiceEvent {
         owner: UserId,
         project: String,
         name: String,
+        /// The label of the service's URL: `<hostname>.<base-domain>`.
+        hostname: String,
         repo: RepoId,
         branch: String,
         build_pack: BuildPack,
@@ -56,7 +70,7 @@ pub enum ServiceEvent {
         deployment_id: DeploymentId,
         /// The commit to deploy: with the service, the natural key that makes handlers idempotent.
         commit_sha: String,
-        reason: String,
+        trigger: DeployTrigger,
         requested_at: DateTime<Utc>,
     },
     BuildStarted {
@@ -65,10 +79,29 @@ pub enum ServiceEvent {
     },
     BuildSucceeded {
         deployment_id: DeploymentId,
-        /// Content address of the build output (or an image digest).
+        /// Content address of the build output (commit SHA + plan key), or an image digest.
         artifact: String,
+        /// The build plan, in one line (`python: start \`python3 main.py\``).
+        plan: String,
+        /// True when the same commit and plan had been built before and the output was reused.
+        cached: bool,
         finished_at: DateTime<Utc>,
     },
+    /// The runtime launched the deployment and is waiting for its health check.
+    DeploymentStarting {
+        deployment_id: DeploymentId,
+        started_at: DateTime<Utc>,
+    },
+    /// The live deployment's process died; the runtime restarts it after a back-off.
+    DeploymentCrashed {
+        deployment_id: DeploymentId,
+        exit_code: Option<i32>,
+        out_of_memory: bool,
+        /// Restarts so far, this one included.
+        restarts: u32,
+        crashed_at: DateTime<Utc>,
+    },
+    /// Healthy and taking the traffic of the service's URL (again, after a crash).
     DeploymentLive {
         deployment_id: DeploymentId,
         live_at: DateTime<Utc>,
@@ -85,5 +118,5 @@ pub enum ServiceEvent {
 
 event_enum!(ServiceEvent, "service", {
     ServiceRequested, DeploymentRequested, BuildStarted, BuildSucceeded,
-    DeploymentLive, DeploymentFailed, ServiceDeleted,
+    DeploymentStarting, DeploymentCrashed, DeploymentLive, DeploymentFailed, ServiceDeleted,
 });

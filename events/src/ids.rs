@@ -89,6 +89,22 @@ ulid_id!(ResourceId, "res", "A resource (a database).");
 ulid_id!(ZoneId, "zone", "A DNS zone delegated to the platform.");
 ulid_id!(DomainId, "dom", "A custom domain attached to a service.");
 
+impl RepoId {
+    /// The bare repository's directory name under the platform's git root: named by id, never
+    /// by user input.
+    pub fn dir_name(&self) -> String {
+        format!("{}.git", self.0.to_string().to_lowercase())
+    }
+}
+
+impl DeploymentId {
+    /// A short name for the deployment's sandbox, cgroups and run directory (`[a-z0-9]{12}`:
+    /// the random tail of the ULID, unique enough within one platform).
+    pub fn short(&self) -> String {
+        self.0.to_string()[14..].to_lowercase()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

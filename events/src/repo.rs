@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{RepoId, TokenId, UserId, event_enum};
+use crate::{RepoId, ServiceId, TokenId, UserId, event_enum};
 
 /// Where a repository lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -52,6 +52,15 @@ pub enum RepoEvent {
     RepoDeleted {
         deleted_at: DateTime<Utc>,
     },
+    /// A service now deploys pushes to `branch`: recorded on the repository before the service
+    /// reads its first commit, so that a push is never missed in between.
+    ServiceAttached {
+        service_id: ServiceId,
+        branch: String,
+    },
+    ServiceDetached {
+        service_id: ServiceId,
+    },
 }
 
-event_enum!(RepoEvent, "repo", { RepoCreated, GitTokenIssued, RepoDeleted });
+event_enum!(RepoEvent, "repo", { RepoCreated, GitTokenIssued, RepoDeleted, ServiceAttached, ServiceDetached });

@@ -23,6 +23,8 @@ pub struct StreamDef {
     pub max_age_secs: u64,
     #[serde(default)]
     pub max_bytes: Option<i64>,
+    #[serde(default)]
+    pub max_msgs_per_subject: Option<i64>,
     pub duplicate_window_secs: u64,
 }
 
@@ -52,6 +54,7 @@ impl StreamDef {
             storage: if self.storage == "memory" { StorageType::Memory } else { StorageType::File },
             max_age: Duration::from_secs(self.max_age_secs),
             max_bytes: self.max_bytes.unwrap_or(-1),
+            max_messages_per_subject: self.max_msgs_per_subject.unwrap_or(-1),
             duplicate_window: Duration::from_secs(self.duplicate_window_secs),
             num_replicas: replicas.max(1),
             ..Default::default()

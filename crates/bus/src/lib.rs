@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::pull::{Config as PullConfig, OrderedConfig};
+use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
 pub use defs::{ConsumerDef, Definitions, StreamDef};
-use events::{Envelope, Intent};
+use events::{DeploymentId, Envelope, Intent, LogKind, LogLine};
 use futures::{Stream, StreamExt, TryStreamExt};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -60,6 +61,66 @@ impl Delivery {
 
     pub async fn ack(&self) -> Result<()> {
         self.msg.ack().await.map_err(unavailable)
+    }
+
+    /// Tells JetStream the work is still going, resetting the ack deadline (long builds).
+    pub async fn progress(&self) -> Result<()> {
+        self.msg.ack_with(AckKind::Progress).await.map_err(unavailable)
+    }
+
+    /// Asks for redelivery after `delay` (the work could not be done yet).
+    pub async fn retry_after(&self, delay: Duration) -> Result<()> {
+        self.msg.ack_with(AckKind::Nak(Some(delay))).await.map_err(unavailable)
+    }
+
+    /// How many times JetStream has delivered this message (1 the first time).
+    pub fn delivered(&self) -> i64 {
+        self.msg.info().map(|i| i.delivered).unwrap_or(1)
+    }
+}
+
+/// Writes one deployment log: every line goes to JetStream as it happens, and the last few stay
+/// in memory so that a failure can quote them.
+#[derive(Debug)]
+pub struct LogSink {
+    bus: Bus,
+    deployment: DeploymentId,
+    kind: LogKind,
+    tail: std::collections::VecDeque<String>,
+}
+
+/// Lines a failure reason quotes.
+pub const FAILURE_TAIL: usize = 30;
+
+impl LogSink {
+    pub fn new(bus: Bus, deployment: DeploymentId, kind: LogKind) -> Self {
+        Self { bus, deployment, kind, tail: Default::default() }
+    }
+
+    pub async fn line(&mut self, stream: &str, text: impl Into<String>) {
+        let text = text.into();
+        if self.tail.len() == FAILURE_TAIL {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(text.clone());
+        let line = LogLine { at: chrono::Utc::now(), stream: stream.to_owned(), text };
+        if let Err(e) = self.bus.publish_log(self.deployment, self.kind, &line).await {
+            tracing::warn!(deployment = %self.deployment, error = %e, "a log line was not published");
+        }
+    }
+
+    /// A line written by the platform itself (plan, commands, outcome).
+    pub async fn platform(&mut self, text: impl Into<String>) {
+        self.line("platform", text).await;
+    }
+
+    /// The last lines written (at most [`FAILURE_TAIL`]).
+    pub fn tail(&self) -> Vec<String> {
+        self.tail.iter().cloned().collect()
+    }
+
+    pub async fn flush(&self) {
+        let _ = self.bus.flush().await;
     }
 }
 
@@ -241,6 +302,69 @@ impl Bus {
             let seq = m.info().map_err(unavailable)?.stream_sequence;
             Ok((seq, m.message.payload))
         }))
+    }
+
+    fn log_subject(&self, deployment: DeploymentId, kind: LogKind) -> String {
+        format!("{}.logs.{}.{}", self.prefix, deployment, kind.as_str())
+    }
+
+    /// Publishes one log line as it happens (core publish: the LOGS stream stores it, and live
+    /// followers see it at once; a lost line is acceptable, a slowed build is not).
+    pub async fn publish_log(&self, deployment: DeploymentId, kind: LogKind, line: &LogLine) -> Result<()> {
+        let payload = serde_json::to_vec(line).map_err(|e| Error::Decode(e.to_string()))?;
+        self.client.publish(self.log_subject(deployment, kind), payload.into()).await.map_err(unavailable)
+    }
+
+    /// Waits until everything published on this connection reached the server.
+    pub async fn flush(&self) -> Result<()> {
+        self.client.flush().await.map_err(unavailable)
+    }
+
+    /// The last `lines` lines of a deployment's log (the stream keeps at most 1000 per log), and
+    /// how many lines the log holds in all.
+    pub async fn log_tail(&self, deployment: DeploymentId, kind: LogKind, lines: usize) -> Result<(Vec<LogLine>, u64)> {
+        let s = self.js.get_stream(self.stream_name("LOGS")).await.map_err(unavailable)?;
+        let subject = self.log_subject(deployment, kind);
+        // An empty log has no last message: answer without creating a consumer.
+        if s.get_last_raw_message_by_subject(&subject).await.is_err() {
+            return Ok((vec![], 0));
+        }
+        let consumer = s
+            .create_consumer(OrderedConfig { filter_subject: subject, ..Default::default() })
+            .await
+            .map_err(unavailable)?;
+        let mut messages = consumer.messages().await.map_err(unavailable)?;
+        let mut tail = std::collections::VecDeque::with_capacity(lines.min(1000));
+        let mut total = 0u64;
+        while let Some(m) = tokio::time::timeout(Duration::from_secs(2), messages.next())
+            .await
+            .map_err(|_| Error::Unavailable("the log did not arrive within 2s".into()))?
+        {
+            let m = m.map_err(unavailable)?;
+            total += 1;
+            if let Ok(line) = serde_json::from_slice::<LogLine>(&m.message.payload) {
+                if tail.len() == lines {
+                    tail.pop_front();
+                }
+                if lines > 0 {
+                    tail.push_back(line);
+                }
+            }
+            if m.info().map_err(unavailable)?.pending == 0 {
+                break;
+            }
+        }
+        Ok((tail.into(), total))
+    }
+
+    /// Follows a deployment's log live (core subscription: from now on, no replay).
+    pub async fn follow_log(
+        &self,
+        deployment: DeploymentId,
+        kind: LogKind,
+    ) -> Result<impl Stream<Item = LogLine> + use<>> {
+        let sub = self.client.subscribe(self.log_subject(deployment, kind)).await.map_err(unavailable)?;
+        Ok(sub.filter_map(|m| async move { serde_json::from_slice(&m.payload).ok() }))
     }
 
     /// Readiness: the server answers a round trip.

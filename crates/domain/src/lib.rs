@@ -6,10 +6,12 @@
 mod account;
 mod claim;
 mod repo;
+mod service;
 
 pub use account::{Account, AccountCommand};
 pub use claim::{Claim, ClaimCommand};
 pub use repo::{MAX_LIVE_TOKENS, Repo, RepoCommand};
+pub use service::{Deployment, Service, ServiceCommand, Spec, Status, is_commit_sha};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use events::{GithubRepoRef, RepoEvent, RepoHost, RepoId, TokenId, UserId};
+use events::{GithubRepoRef, RepoEvent, RepoHost, RepoId, ServiceId, TokenId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::Rejection;
@@ -11,6 +11,8 @@ use crate::Rejection;
 pub struct Repo {
     pub created: Option<Created>,
     pub tokens: BTreeMap<TokenId, Token>,
+    /// Services deploying from this repository, with their branch.
+    pub services: BTreeMap<ServiceId, String>,
     pub deleted: bool,
 }
 
@@ -51,6 +53,14 @@ pub enum RepoCommand {
         hash: String,
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
+    },
+    AttachService {
+        owner: UserId,
+        service_id: ServiceId,
+        branch: String,
+    },
+    DetachService {
+        service_id: ServiceId,
     },
 }
 
@@ -94,7 +104,25 @@ impl Repo {
                 }
                 Ok(vec![RepoEvent::GitTokenIssued { token_id, prefix, hash, expires_at }])
             }
+            RepoCommand::AttachService { owner, service_id, branch } => {
+                self.live_for(owner)?;
+                Ok(match self.services.get(&service_id) {
+                    Some(b) if *b == branch => vec![],
+                    _ => vec![RepoEvent::ServiceAttached { service_id, branch }],
+                })
+            }
+            RepoCommand::DetachService { service_id } => Ok(if self.services.contains_key(&service_id) {
+                vec![RepoEvent::ServiceDetached { service_id }]
+            } else {
+                vec![]
+            }),
         }
+    }
+
+    /// The services that deploy pushes to `git_ref` (`refs/heads/<branch>`).
+    pub fn services_on(&self, git_ref: &str) -> Vec<ServiceId> {
+        let Some(branch) = git_ref.strip_prefix("refs/heads/") else { return vec![] };
+        self.services.iter().filter(|(_, b)| *b == branch).map(|(s, _)| *s).collect()
     }
 
     /// The repository when it exists for `owner`: another user's repo is "not found".
@@ -121,6 +149,12 @@ impl Repo {
                     .insert(*token_id, Token { prefix: prefix.clone(), hash: hash.clone(), expires_at: *expires_at });
             }
             RepoEvent::RepoDeleted { .. } => self.deleted = true,
+            RepoEvent::ServiceAttached { service_id, branch } => {
+                self.services.insert(*service_id, branch.clone());
+            }
+            RepoEvent::ServiceDetached { service_id } => {
+                self.services.remove(service_id);
+            }
         }
     }
 }
@@ -198,6 +232,23 @@ mod tests {
             }
         }
         assert!(matches!(repo.decide(issue(owner, Duration::hours(1))), Err(Rejection::LimitReached { .. })));
+    }
+
+    #[test]
+    fn given_attached_service_when_push_to_its_branch_then_it_is_found() {
+        let owner = UserId::new();
+        let (mut repo, _) = created(owner);
+        let service_id = ServiceId::new();
+        let attach = RepoCommand::AttachService { owner, service_id, branch: "main".into() };
+        for e in repo.decide(attach.clone()).unwrap() {
+            repo.evolve(&e);
+        }
+        assert!(repo.decide(attach).unwrap().is_empty(), "attaching twice records nothing");
+        assert_eq!(repo.services_on("refs/heads/main"), vec![service_id]);
+        assert!(repo.services_on("refs/heads/dev").is_empty());
+        assert!(repo.services_on("refs/tags/main").is_empty());
+        let other = RepoCommand::AttachService { owner: UserId::new(), service_id, branch: "main".into() };
+        assert!(matches!(repo.decide(other), Err(Rejection::NotFound { .. })));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateContext, AggregateError, EventStore};
-use domain::{Account, Claim, Repo};
+use domain::{Account, Claim, Repo, Service};
 use postgres_es::{PostgresCqrs, PostgresEventRepository, postgres_cqrs};
 
 use crate::Store;
@@ -13,6 +13,7 @@ pub struct Commands {
     pub accounts: PostgresCqrs<Account>,
     pub claims: PostgresCqrs<Claim>,
     pub repos: PostgresCqrs<Repo>,
+    pub services: PostgresCqrs<Service>,
     store: Store,
 }
 
@@ -28,6 +29,7 @@ impl Commands {
             accounts: postgres_cqrs(store.pool.clone(), vec![], ()),
             claims: postgres_cqrs(store.pool.clone(), vec![], ()),
             repos: postgres_cqrs(store.pool.clone(), vec![], ()),
+            services: postgres_cqrs(store.pool.clone(), vec![], ()),
             store: store.clone(),
         }
     }

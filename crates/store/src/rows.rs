@@ -44,6 +44,12 @@ impl CopyValue for i32 {
     }
 }
 
+impl CopyValue for bool {
+    fn write_copy(&self, buf: &mut String) {
+        buf.push_str(if *self { "t" } else { "f" });
+    }
+}
+
 impl CopyValue for i64 {
     fn write_copy(&self, buf: &mut String) {
         buf.push_str(&self.to_string());
@@ -174,6 +180,7 @@ row! {
         pub owner: String,
         pub project: String,
         pub name: String,
+        pub hostname: String,
         pub repo_id: String,
         pub branch: String,
         pub build_pack: String,
@@ -197,9 +204,13 @@ row! {
         pub deployment_id: String,
         pub service_id: String,
         pub commit_sha: String,
-        pub reason: String,
+        pub trigger_kind: String,
+        /// queued, building, starting, live, crashed, failed, replaced.
         pub status: String,
         pub artifact: Option<String>,
+        pub plan: Option<String>,
+        pub cached: bool,
+        pub restarts: i32,
         pub failure: Option<serde_json::Value>,
         pub requested_at: DateTime<Utc>,
         pub updated_at: DateTime<Utc>,
@@ -486,6 +497,46 @@ impl Store {
             sqlx::query_as(&sql).bind(owner).bind(limit).fetch_one(&self.pool).await?;
         let rows = serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))?;
         Ok((rows, total))
+    }
+
+    /// Services of a user, by project and name (bounded), and how many there are.
+    pub async fn services_of(&self, owner: &str, limit: i64) -> Result<(Vec<ServiceRow>, i64)> {
+        let sql = format!(
+            "SELECT coalesce((SELECT jsonb_agg(to_jsonb(t) ORDER BY t.project, t.name) FROM
+                 (SELECT * FROM {READ_MODEL_SCHEMA}.services WHERE owner = $1 ORDER BY project, name LIMIT $2) t), '[]'::jsonb),
+                    (SELECT count(*) FROM {READ_MODEL_SCHEMA}.services WHERE owner = $1)"
+        );
+        let (json, total): (serde_json::Value, i64) =
+            sqlx::query_as(&sql).bind(owner).bind(limit).fetch_one(&self.pool).await?;
+        let rows = serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))?;
+        Ok((rows, total))
+    }
+
+    /// A user's service by project and name.
+    pub async fn service_named(&self, owner: &str, project: &str, name: &str) -> Result<Option<ServiceRow>> {
+        let sql = format!(
+            "SELECT to_jsonb(t) FROM {READ_MODEL_SCHEMA}.services t WHERE owner = $1 AND project = $2 AND name = $3"
+        );
+        let json: Option<serde_json::Value> =
+            sqlx::query_scalar(&sql).bind(owner).bind(project).bind(name).fetch_optional(&self.pool).await?;
+        json.map(|j| serde_json::from_value(j).map_err(|e| Error::Decode(format!("services: {e}")))).transpose()
+    }
+
+    /// The most recent deployments of a service, newest first.
+    pub async fn deployments_of(&self, service_id: &str, limit: i64) -> Result<Vec<DeploymentRow>> {
+        let sql = format!(
+            "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.requested_at DESC, t.deployment_id DESC), '[]'::jsonb)
+             FROM (SELECT * FROM {READ_MODEL_SCHEMA}.deployments WHERE agg_id = $1
+                   ORDER BY requested_at DESC, deployment_id DESC LIMIT $2) t"
+        );
+        let json: serde_json::Value = sqlx::query_scalar(&sql).bind(service_id).bind(limit).fetch_one(&self.pool).await?;
+        serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// Services that have a live deployment (what a restarted runtime brings back).
+    pub async fn services_with_live_deployment(&self) -> Result<Vec<String>> {
+        let sql = format!("SELECT service_id FROM {READ_MODEL_SCHEMA}.services WHERE live_deployment IS NOT NULL");
+        Ok(sqlx::query_scalar(&sql).fetch_all(&self.pool).await?)
     }
 
     /// Active keys of a user, newest first (bounded).

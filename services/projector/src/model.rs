@@ -270,6 +270,8 @@ impl Model {
                 self.repos.retain(|_, r| r.agg_id != agg);
                 self.git_tokens.retain(|_, t| t.agg_id != agg);
             }
+            // The services table already names each service's repository and branch.
+            RepoEvent::ServiceAttached { .. } | RepoEvent::ServiceDetached { .. } => {}
         }
     }
 
@@ -286,6 +288,7 @@ impl Model {
                 owner,
                 project,
                 name,
+                hostname,
                 repo,
                 branch,
                 build_pack,
@@ -307,6 +310,7 @@ impl Model {
                         owner: owner.to_string(),
                         project,
                         name,
+                        hostname,
                         repo_id: repo.to_string(),
                         branch,
                         build_pack: enum_text(&build_pack),
@@ -323,7 +327,7 @@ impl Model {
                     },
                 );
             }
-            ServiceEvent::DeploymentRequested { deployment_id, commit_sha, reason, requested_at } => {
+            ServiceEvent::DeploymentRequested { deployment_id, commit_sha, trigger, requested_at } => {
                 let deployment_id = deployment_id.to_string();
                 self.deployments.insert(
                     deployment_id.clone(),
@@ -332,9 +336,12 @@ impl Model {
                         deployment_id,
                         service_id: agg.to_owned(),
                         commit_sha,
-                        reason,
+                        trigger_kind: enum_text(&trigger),
                         status: "queued".into(),
                         artifact: None,
+                        plan: None,
+                        cached: false,
+                        restarts: 0,
                         failure: None,
                         requested_at,
                         updated_at: requested_at,
@@ -345,15 +352,31 @@ impl Model {
             ServiceEvent::BuildStarted { deployment_id, .. } => {
                 set_dep(self, &deployment_id, &|d| d.status = "building".into());
             }
-            ServiceEvent::BuildSucceeded { deployment_id, artifact, .. } => {
+            ServiceEvent::BuildSucceeded { deployment_id, artifact, plan, cached, .. } => {
                 set_dep(self, &deployment_id, &|d| {
-                    d.status = "starting".into();
+                    d.status = "built".into();
                     d.artifact = Some(artifact.clone());
+                    d.plan = Some(plan.clone());
+                    d.cached = cached;
                 });
+            }
+            ServiceEvent::DeploymentStarting { deployment_id, .. } => {
+                set_dep(self, &deployment_id, &|d| d.status = "starting".into());
+            }
+            ServiceEvent::DeploymentCrashed { deployment_id, restarts, .. } => {
+                set_dep(self, &deployment_id, &|d| {
+                    d.status = "crashed".into();
+                    d.restarts = restarts as i32;
+                });
+                self.set_service_status(agg, "crashed");
             }
             ServiceEvent::DeploymentLive { deployment_id, .. } => {
                 let id = deployment_id.to_string();
-                for d in self.deployments.values_mut().filter(|d| d.agg_id == agg && d.status == "live") {
+                for d in self
+                    .deployments
+                    .values_mut()
+                    .filter(|d| d.agg_id == agg && d.deployment_id != id && matches!(&*d.status, "live" | "crashed"))
+                {
                     d.status = "replaced".into();
                     d.updated_at = at;
                 }
@@ -368,8 +391,17 @@ impl Model {
                     d.status = "failed".into();
                     d.failure = serde_json::to_value(&reason).ok();
                 });
+                // A failed attempt leaves a live service live; the failure shows on the deployment.
                 let live = self.services.get(agg).and_then(|s| s.live_deployment.clone());
-                self.set_service_status(agg, if live.is_some() { "live" } else { "failed" });
+                let pending = self.deployments.values().any(|d| {
+                    d.agg_id == agg && matches!(&*d.status, "queued" | "building" | "built" | "starting")
+                });
+                let status = match (&live, pending) {
+                    (_, true) => "deploying",
+                    (Some(_), false) => "live",
+                    (None, false) => "failed",
+                };
+                self.set_service_status(agg, status);
             }
             ServiceEvent::ServiceDeleted { .. } => {
                 self.services.retain(|_, s| s.agg_id != agg);

@@ -1,0 +1,41 @@
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Which log of a deployment: its build, or its running process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogKind {
+    Build,
+    Run,
+}
+
+impl LogKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Build => "build",
+            Self::Run => "run",
+        }
+    }
+}
+
+/// One line of a deployment's output, as published on `logs.<deployment>.<kind>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LogLine {
+    pub at: DateTime<Utc>,
+    /// `stdout`, `stderr`, or `platform` for lines the platform writes (plan, commands, outcome).
+    pub stream: String,
+    pub text: String,
+}
+
+/// What a build leaves for the runtime, next to the output: `<artifact>.json` beside the
+/// directory `<artifact>/` under the platform's artifacts root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ArtifactManifest {
+    /// The build plan's provider (`node`, `python`, `static`, …).
+    pub provider: String,
+    /// The command that runs the app (`/bin/sh -c`); none for a static site.
+    pub start: Option<String>,
+    /// The directory the router serves, relative to the output, for a static site.
+    pub static_root: Option<String>,
+}
