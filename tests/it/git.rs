@@ -1,57 +1,13 @@
 //! The git server end to end: MCP tools for repos and tokens, real `git push` and `git clone`
 //! over HTTP, and the `PushReceived` intents a push produces.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use deploy_mcp::Components;
-use deploy_mcp_tests::{TestPlatform, call_tool, eventually, mcp_client, tool_err, tool_ok, unique};
+use deploy_mcp_tests::{Scratch, TestPlatform, call_tool, commit, eventually, git, mcp_client, tool_err, tool_ok};
 use events::PushReceived;
 use reqwest::StatusCode;
 use serde_json::json;
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(unique("deploy-mcp-git-"));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Runs git in `dir` with no user or system configuration and no prompts.
-fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("git")
-        .args(["-c", "user.name=Agent", "-c", "user.email=agent@example.test", "-c", "init.defaultBranch=main"])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .expect("git runs");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-fn commit(dir: &Path, file: &str, contents: &str) -> String {
-    std::fs::write(dir.join(file), contents).unwrap();
-    git(dir, &["add", "."]).unwrap();
-    git(dir, &["commit", "-q", "-m", &format!("write {file}")]).unwrap();
-    git(dir, &["rev-parse", "HEAD"]).unwrap()
-}
 
 async fn wait_pushes(p: &TestPlatform, n: usize) -> Vec<PushReceived> {
     eventually(Duration::from_secs(15), "push intents", || async {

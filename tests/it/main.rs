@@ -2,6 +2,7 @@
 //! subject prefix; tests that stop NATS run a server of their own.
 
 mod cli;
+mod deploy;
 mod gateway;
 mod git;
 mod github;

@@ -103,7 +103,7 @@ async fn relay_that_crashed_after_publishing_republishes_without_doubles() {
 
     // A new relay starts: it publishes the same rows again, and the stream drops them.
     p.stop().await;
-    let running = deploy_mcp::start(&p.settings, &p.adapters, RELAY_ONLY, None).await.unwrap();
+    let running = deploy_mcp::start(&p.settings, &p.adapters, RELAY_ONLY, Default::default()).await.unwrap();
     wait_relayed(&p, 20).await;
     assert_eq!(p.adapters.bus.last_sequence("EVENTS").await.unwrap(), 20);
     assert_stream_matches_store(&p).await;

@@ -58,6 +58,36 @@ pub struct Settings {
     /// GitHub's REST API.
     #[arg(long, env = "DEPLOY_MCP_GITHUB_API_URL", default_value = "https://api.github.com", global = true)]
     pub github_api_url: String,
+    /// Apps answer at `<name>.<base-domain>` (dev: `localhost`, which resolves to loopback).
+    #[arg(long, env = "DEPLOY_MCP_BASE_DOMAIN", default_value = "localhost", global = true)]
+    pub base_domain: String,
+    /// Address the built-in router (apps' HTTP) listens on.
+    #[arg(long, env = "DEPLOY_MCP_ROUTER_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    pub router_listen: SocketAddr,
+    /// The port apps' URLs show (default: the router's; 80 when a proxy or NAT forwards to it).
+    #[arg(long, env = "DEPLOY_MCP_APPS_PORT", global = true)]
+    pub apps_port: Option<u16>,
+    /// Keys sealing secrets at rest: `<id>:<base64 of 32 bytes>`, comma-separated, the first
+    /// sealing (rotate by putting a new key first). Default: a key generated once into
+    /// `<data-dir>/secret-keys`.
+    #[arg(long, env = "DEPLOY_MCP_SECRET_KEYS", hide_env_values = true, global = true)]
+    pub secret_keys: Option<String>,
+    /// Where sandboxes' writable directories live (builds and running apps); must be
+    /// searchable by uid 65534, which the apps run as.
+    #[arg(long, env = "DEPLOY_MCP_SANDBOX_DIR", default_value = "/var/lib/deploy-mcp", global = true)]
+    pub sandbox_dir: std::path::PathBuf,
+    /// How long a new deployment has to answer HTTP on its port.
+    #[arg(long, env = "DEPLOY_MCP_HEALTH_TIMEOUT_SECS", default_value_t = 30, global = true)]
+    pub health_timeout_secs: u64,
+    /// Longest an install or build command may run.
+    #[arg(long, env = "DEPLOY_MCP_BUILD_TIMEOUT_SECS", default_value_t = 600, global = true)]
+    pub build_timeout_secs: u64,
+    /// Memory of a build's sandbox, in MiB.
+    #[arg(long, env = "DEPLOY_MCP_BUILD_MEMORY_MB", default_value_t = 2048, global = true)]
+    pub build_memory_mb: u32,
+    /// Builds running at once.
+    #[arg(long, env = "DEPLOY_MCP_BUILD_CONCURRENCY", default_value_t = 2, global = true)]
+    pub build_concurrency: usize,
     /// Connections in the Postgres pool of this process.
     #[arg(long, env = "DEPLOY_MCP_DB_POOL", default_value_t = 16, global = true)]
     pub db_pool: u32,
@@ -98,6 +128,41 @@ impl Settings {
         })
         .map_err(|e| anyhow::anyhow!("the GitHub App settings are not usable: {e}"))?;
         Ok(Some(gateway::github_app::GithubConfig::new(app, secret)))
+    }
+
+    /// The sealing keys: configured, or generated once into the data directory (dev).
+    pub fn keyring(&self) -> anyhow::Result<vault::Keyring> {
+        if let Some(spec) = &self.secret_keys {
+            return vault::Keyring::parse(spec).map_err(|e| anyhow::anyhow!("DEPLOY_MCP_SECRET_KEYS: {e}"));
+        }
+        let path = self.data_dir.join("secret-keys");
+        let spec = match std::fs::read_to_string(&path) {
+            Ok(s) => s,
+            Err(_) => {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                std::fs::create_dir_all(&self.data_dir)?;
+                let spec = vault::Keyring::generate_spec("k1");
+                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+                f.write_all(spec.as_bytes())?;
+                tracing::info!(path = %path.display(), "generated the key that seals secrets at rest");
+                spec
+            }
+        };
+        vault::Keyring::parse(spec.trim()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// A short tag naming this deployment's sandboxes (namespaces, cgroups, firewall table) on
+    /// the machine, derived from the NATS prefix so parallel platforms (tests) never collide.
+    pub fn sandbox_instance(&self, role: char) -> String {
+        let mut h: u32 = 2166136261;
+        for b in self.nats_prefix.bytes() {
+            h = (h ^ u32::from(b)).wrapping_mul(16777619);
+        }
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        let mut tag: String = (0..4).map(|i| ALPHABET[((h >> (i * 6)) % 36) as usize] as char).collect();
+        tag.push(role);
+        tag
     }
 
     pub fn public_url(&self) -> String {

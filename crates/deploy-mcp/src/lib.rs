@@ -77,19 +77,46 @@ pub struct Running {
     pub shutdown: CancellationToken,
     /// Where the gateway listens, when it runs.
     pub gateway_addr: Option<std::net::SocketAddr>,
+    /// Where the router (apps' HTTP) listens, when the scheduler runs.
+    pub router_addr: Option<std::net::SocketAddr>,
     tasks: JoinSet<anyhow::Result<()>>,
 }
 
-/// Starts the chosen components on `adapters`. The gateway serves `listener` when given.
+/// Already bound listeners (tests bind port 0); the settings' addresses are bound otherwise.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub gateway: Option<TcpListener>,
+    pub router: Option<TcpListener>,
+}
+
+async fn bind(given: Option<TcpListener>, addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    match given {
+        Some(l) => Ok(l),
+        None => TcpListener::bind(addr).await.with_context(|| format!("the {what} cannot listen on {addr}")),
+    }
+}
+
+/// Starts the chosen components on `adapters`.
 pub async fn start(
     settings: &Settings,
     adapters: &Adapters,
     components: Components,
-    listener: Option<TcpListener>,
+    listeners: Listeners,
 ) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let mut gateway_addr = None;
+    let mut router_addr = None;
+    let keyring = settings.keyring()?;
+    let commands = std::sync::Arc::new(store::Commands::new(&adapters.store));
+    let router = if components.scheduler {
+        let l = bind(listeners.router, settings.router_listen, "router").await?;
+        router_addr = Some(l.local_addr()?);
+        Some(l)
+    } else {
+        None
+    };
+    let apps_port = settings.apps_port.or(router_addr.map(|a| a.port())).unwrap_or(settings.router_listen.port());
     if components.relay {
         let (store, bus, sd) = (adapters.store.clone(), adapters.bus.clone(), shutdown.clone());
         tasks.spawn(async move {
@@ -103,12 +130,7 @@ pub async fn start(
         tasks.spawn(async move { projector::run(config, sd).await.context("projector") });
     }
     if components.gateway {
-        let listener = match listener {
-            Some(l) => l,
-            None => TcpListener::bind(settings.listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", settings.listen))?,
-        };
+        let listener = bind(listeners.gateway, settings.listen, "gateway").await?;
         gateway_addr = Some(listener.local_addr()?);
         let public_url = match &settings.public_url {
             Some(_) => settings.public_url(),
@@ -125,23 +147,81 @@ pub async fn start(
             git_bin: settings.git_bin.clone(),
             reconcile_every: Duration::from_secs(30),
             github: settings.github()?,
+            apps: gateway::services::AppsConfig {
+                base_domain: settings.base_domain.clone(),
+                scheme: "http".into(),
+                port: apps_port,
+                keyring: keyring.clone(),
+            },
         };
         let sd = shutdown.clone();
         tasks.spawn(async move { gateway::serve(listener, config, sd).await.context("gateway") });
     }
     if components.builder {
-        let (config, sd) = (builder::Config { bus: adapters.bus.clone() }, shutdown.clone());
-        tasks.spawn(async move { builder::run(config, sd).await.context("builder") });
+        let sandbox = sandbox_host(settings, 'b').await?;
+        let config = builder::Config {
+            bus: adapters.bus.clone(),
+            commands: commands.clone(),
+            data_dir: settings.data_dir.clone(),
+            work_dir: settings.sandbox_dir.join(settings.sandbox_instance('b')),
+            git: settings.git_bin.clone(),
+            sandbox: sandbox.clone(),
+            build_timeout: Duration::from_secs(settings.build_timeout_secs),
+            build_memory_mb: settings.build_memory_mb,
+            concurrency: settings.build_concurrency,
+        };
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            let r = builder::run(config, sd).await.context("builder");
+            let _ = sandbox.teardown().await;
+            r
+        });
     }
-    if components.scheduler {
-        let (config, sd) = (scheduler::Config { bus: adapters.bus.clone() }, shutdown.clone());
-        tasks.spawn(async move { scheduler::run(config, sd).await.context("scheduler") });
+    if let Some(listener) = router {
+        let sandbox = sandbox_host(settings, 's').await?;
+        let routes = router::Routes::default();
+        let driver = scheduler::LocalDriver {
+            bus: adapters.bus.clone(),
+            sandbox: sandbox.clone(),
+            run_dir: settings.sandbox_dir.join(settings.sandbox_instance('s')).join("run"),
+            health_timeout: Duration::from_secs(settings.health_timeout_secs),
+        };
+        let config = scheduler::Config {
+            bus: adapters.bus.clone(),
+            store: adapters.store.clone(),
+            commands: commands.clone(),
+            keyring: keyring.clone(),
+            data_dir: settings.data_dir.clone(),
+            driver: std::sync::Arc::new(driver),
+            routes: routes.clone(),
+            base_domain: settings.base_domain.clone(),
+            drain_timeout: Duration::from_secs(10),
+        };
+        let sd = shutdown.clone();
+        tasks.spawn(async move { router::serve(listener, routes, sd).await.context("router") });
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            let r = scheduler::run(config, sd).await.context("scheduler");
+            let _ = sandbox.teardown().await;
+            r
+        });
     }
     if components.dns {
         let (config, sd) = (dns::Config { bus: adapters.bus.clone() }, shutdown.clone());
         tasks.spawn(async move { dns::run(config, sd).await.context("dns") });
     }
-    Ok(Running { shutdown, gateway_addr, tasks })
+    Ok(Running { shutdown, gateway_addr, router_addr, tasks })
+}
+
+/// The machine's sandboxes for one role of this deployment (`b`uilder, `s`cheduler).
+async fn sandbox_host(settings: &Settings, role: char) -> anyhow::Result<sandbox::Host> {
+    let instance = settings.sandbox_instance(role);
+    sandbox::Host::new(sandbox::HostConfig {
+        state_dir: std::path::PathBuf::from("/run/deploy-mcp/etc").join(&instance),
+        instance,
+    })
+    .await
+    .context("setting up app sandboxes (bubblewrap, network namespaces, cgroups)")
 }
 
 impl Running {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use deploy_mcp::{Components, Settings, connect, shutdown_signal, start};
+use deploy_mcp::{Components, Listeners, Settings, connect, shutdown_signal, start};
 
 #[derive(Debug, Parser)]
 #[command(name = "deploy-mcp", version, about = "A platform where AI agents ship software over MCP")]
@@ -106,7 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let adapters = connect(&settings).await?;
     match cli.command {
         Command::Dev { email } => {
-            let running = start(&settings, &adapters, Components::ALL, None).await?;
+            let running = start(&settings, &adapters, Components::ALL, Listeners::default()).await?;
             let addr = running.gateway_addr.context("gateway did not start")?;
             let public = settings.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
             let key = dev_key(&settings, &adapters, &email).await?;
@@ -115,6 +115,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             writeln!(out, "Deploy MCP is running.")?;
             writeln!(out, "  MCP URL:  {mcp}")?;
             writeln!(out, "  API key:  {key}")?;
+            if let Some(router) = running.router_addr {
+                let port = settings.apps_port.unwrap_or(router.port());
+                writeln!(out, "  Apps:     http://<service>.{}:{port}", settings.base_domain)?;
+            }
             writeln!(out, "  Connect Claude Code:")?;
             writeln!(
                 out,
@@ -140,7 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Scheduler => c.scheduler = true,
                 _ => c.dns = true,
             }
-            start(&settings, &adapters, c, None).await?.wait(shutdown_signal(), GRACE).await
+            start(&settings, &adapters, c, Listeners::default()).await?.wait(shutdown_signal(), GRACE).await
         }
         Command::Projector { replay: true } => {
             let report = projector::rebuild(&adapters.store, &adapters.bus, "rm_rebuild", true).await?;

@@ -1,23 +1,79 @@
-//! The builder service: builds commits into runnable artifacts.
+//! The builder service: turns requested deployments into runnable artifacts, and pushes into
+//! deployments.
 //!
-//! It has no consumer yet: its capability lands with its own issue, and until then `run` only
-//! holds its place in the process layout (`deploy-mcp builder`, `deploy-mcp dev`) and checks that
-//! the bus it will consume from is reachable.
+//! Two durable consumers, both idempotent:
+//! - `builder` (EVENTS, `service.*`): on `DeploymentRequested` it checks the commit out, picks a
+//!   build plan ([`plan`]), runs install and build in a sandbox and records `BuildSucceeded` or a
+//!   typed `DeploymentFailed`. Output is content-addressed by commit SHA + plan, so the same
+//!   commit is built once. A crash mid-build is redelivered and built again from scratch.
+//! - `deployer` (INTENTS, `push.*`): a `PushReceived` deploys that commit on every service
+//!   attached to the branch; the service aggregate drops a commit it has seen.
 
+mod build;
+mod deployer;
 pub mod plan;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
 use bus::Bus;
+use store::Commands;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Clone, Debug)]
+pub use build::{artifact_dir, manifest_path};
+
+#[derive(Clone)]
 pub struct Config {
     pub bus: Bus,
+    pub commands: Arc<Commands>,
+    /// The platform's data directory: repositories in `git/`, work in `builds/`, output in
+    /// `artifacts/`.
+    pub data_dir: PathBuf,
+    /// Where builds run (searchable by the sandbox's uid): `<work_dir>/<deployment>`.
+    pub work_dir: PathBuf,
+    /// The `git` binary.
+    pub git: PathBuf,
+    pub sandbox: sandbox::Host,
+    /// Longest an install or build command may run.
+    pub build_timeout: Duration,
+    /// Memory of a build's sandbox.
+    pub build_memory_mb: u32,
+    /// Builds running at once.
+    pub concurrency: usize,
 }
 
-/// Runs until `shutdown`.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), bus::Error> {
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config").field("data_dir", &self.data_dir).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Bus(#[from] bus::Error),
+    #[error("builder: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs both consumers until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     config.bus.ping().await?;
-    tracing::info!("builder ready (no consumers registered)");
-    shutdown.cancelled().await;
+    tokio::fs::create_dir_all(config.data_dir.join("artifacts")).await?;
+    // Work dirs of builds that died with a previous process: their deployments are redelivered.
+    let _ = tokio::fs::remove_dir_all(&config.work_dir).await;
+    tokio::fs::create_dir_all(&config.work_dir).await?;
+    let builder = tokio::spawn(build::consume(config.clone(), shutdown.clone()));
+    let deployer = tokio::spawn(deployer::consume(config.clone(), shutdown.clone()));
+    tracing::info!("builder ready");
+    let (b, d) = tokio::join!(builder, deployer);
+    for r in [b, d] {
+        match r {
+            Ok(r) => r?,
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => return Err(std::io::Error::other(format!("builder task panicked: {e}")).into()),
+        }
+    }
     Ok(())
 }

@@ -91,6 +91,22 @@ impl Git {
         Ok(dir)
     }
 
+    /// The commit at the tip of `branch`, if the branch exists.
+    pub async fn head(&self, repo_id: RepoId, branch: &str) -> std::io::Result<Option<String>> {
+        let dir = repos::repo_dir(&self.data_dir, repo_id);
+        if !dir.join("HEAD").exists() {
+            return Ok(None);
+        }
+        let out = self
+            .git(&dir)
+            .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
+            .arg(format!("refs/heads/{branch}^{{commit}}"))
+            .output()
+            .await?;
+        let sha = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Ok((out.status.success() && !sha.is_empty()).then_some(sha))
+    }
+
     async fn lock(&self, repo_id: RepoId) -> Arc<Mutex<()>> {
         self.locks.lock().await.entry(repo_id).or_default().clone()
     }

@@ -9,6 +9,7 @@ pub mod github_app;
 pub mod keys;
 pub mod mcp;
 pub mod repos;
+pub mod services;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,6 +55,8 @@ pub struct Config {
     pub reconcile_every: Duration,
     /// The platform's GitHub App, when configured.
     pub github: Option<github_app::GithubConfig>,
+    /// Where apps answer, and the key that seals their variables.
+    pub apps: services::AppsConfig,
 }
 
 /// Shared state of every handler.
@@ -67,6 +70,7 @@ pub struct AppState {
     pub commands: Arc<Commands>,
     pub git: git::Git,
     pub github: github_app::GithubState,
+    pub apps: services::AppsConfig,
 }
 
 impl AppState {
@@ -114,6 +118,7 @@ impl AppState {
             commands: Arc::new(Commands::new(&config.store)),
             git: git::Git::new(config.git_bin.clone(), config.data_dir.clone()),
             github: github_app::GithubState { config: config.github.clone(), ..Default::default() },
+            apps: config.apps.clone(),
         }
     }
 }

@@ -17,6 +17,8 @@ use crate::AppState;
 use crate::auth::Principal;
 use crate::github_app::{self, GithubConfig};
 use crate::repos::{self, RepoError};
+use crate::services::{self, DeploymentView, LogTail, ServiceError, ServiceSummary};
+use events::LogKind;
 
 const INSTRUCTIONS: &str = "Deploy MCP ships software for you: git hosting, builds, running apps at \
 https://<name>.<base-domain>, databases and custom domains, all through these tools. \
@@ -84,6 +86,10 @@ pub struct LimitsView {
     pub max_memory_mb: u32,
     /// CPU one service may ask for, in thousandths of a core.
     pub max_cpu_millis: u32,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ToolError {
+    ToolError::from(ServiceError::Unavailable(e.to_string()))
 }
 
 fn principal(parts: &http::request::Parts) -> Result<Arc<Principal>, ToolError> {
@@ -204,6 +210,175 @@ pub struct RepoList {
 
 /// The most repositories one list_repos answer carries (keeps it within ~2k tokens).
 const LIST_LIMIT: i64 = 20;
+
+impl From<ServiceError> for ToolError {
+    fn from(e: ServiceError) -> Self {
+        let error = match &e {
+            ServiceError::Invalid(_) => "invalid_argument",
+            ServiceError::NotFound(_) => "not_found",
+            ServiceError::Taken(_) => "name_taken",
+            ServiceError::Limit(_) => "limit_reached",
+            ServiceError::Repo(r) => return ToolError::from(r.clone()),
+            ServiceError::Unavailable(_) => "unavailable",
+        };
+        Self { error, message: e.to_string() }
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CreateServiceParams {
+    /// The repository to deploy (a name from create_repo).
+    pub repo: String,
+    /// Where the repository lives: `internal` (default) or `github.com`.
+    #[serde(default)]
+    pub host: Option<HostParam>,
+    /// The branch to deploy; every push to it redeploys (default `main`).
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// The service's name: 1-63 lowercase letters, digits, `-`. It becomes the URL
+    /// `<name>.<base-domain>` (or `<name>-<project>.<base-domain>` outside the default project).
+    pub name: String,
+    /// A project to group services (default `default`).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// `railpack` (default: detect Node, Python, Go, Rust, static sites, Procfile), `static`, or
+    /// `dockerfile`.
+    #[serde(default)]
+    pub build_pack: Option<events::BuildPack>,
+    /// The port the app listens on; the app also gets it as `PORT` (default 8080).
+    #[serde(default)]
+    pub port: Option<u32>,
+    /// Environment variables (stored encrypted; shown only with get_service include_env).
+    #[serde(default)]
+    pub env_vars: Option<std::collections::BTreeMap<String, String>>,
+    /// Memory limit in MiB (default 512).
+    #[serde(default)]
+    pub memory: Option<u32>,
+    /// CPU limit in thousandths of a core (default 1000 = one core).
+    #[serde(default)]
+    pub cpu: Option<u32>,
+    /// Replaces the detected install step (e.g. `npm ci`).
+    #[serde(default)]
+    pub install_command: Option<String>,
+    /// Replaces the detected build step (e.g. `npm run build`).
+    #[serde(default)]
+    pub build_command: Option<String>,
+    /// Replaces the detected start command (e.g. `python3 app.py`); the app must listen on $PORT.
+    #[serde(default)]
+    pub start_command: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ServiceParams {
+    /// The service's name.
+    pub name: String,
+    /// Its project (default `default`).
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct GetServiceParams {
+    /// The service's name.
+    pub name: String,
+    /// Its project (default `default`).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Show environment variable values (default false: names only).
+    #[serde(default)]
+    pub include_env: Option<bool>,
+    /// Lines of the latest deployment's build log (default 20, max 200).
+    #[serde(default)]
+    pub deploy_log_lines: Option<u32>,
+    /// Lines of the running app's output (default 20, max 200).
+    #[serde(default)]
+    pub runtime_log_lines: Option<u32>,
+}
+
+/// A deployment just requested.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RequestedDeployment {
+    pub deployment_id: String,
+    pub commit: String,
+    /// Always `queued` here: the build runs in the background.
+    pub status: String,
+}
+
+/// The service created (or found: `created` false).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CreatedService {
+    pub name: String,
+    pub project: String,
+    /// Where the app answers once live.
+    pub url: String,
+    pub created: bool,
+    /// `deploying`, or `waiting_for_push` when the branch has no commit yet.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<RequestedDeployment>,
+    pub next_step: String,
+}
+
+/// A service in detail, with bounded log tails.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ServiceDetail {
+    pub name: String,
+    pub project: String,
+    pub url: String,
+    /// pending (no commit yet), deploying, live, crashed or failed.
+    pub status: String,
+    pub repo: String,
+    pub branch: String,
+    pub build_pack: String,
+    pub port: u16,
+    pub memory_mb: i32,
+    pub cpu_millis: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub install_command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_command: Option<String>,
+    /// The deployment serving the URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<DeploymentView>,
+    /// The latest deployments, newest first (at most 5).
+    pub deployments: Vec<DeploymentView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_log: Option<LogTail>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_log: Option<LogTail>,
+    /// Variable names, with values only when include_env was true.
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+/// Your services.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ServiceList {
+    pub services: Vec<ServiceSummary>,
+    pub total: i64,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Redeployed {
+    pub name: String,
+    pub url: String,
+    pub deployment: RequestedDeployment,
+    pub next_step: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Deleted {
+    pub name: String,
+    /// False when there was no such service (deleting twice is fine).
+    pub deleted: bool,
+    pub message: String,
+}
+
+const DEFAULT_LOG_LINES: u32 = 20;
+const MAX_LOG_LINES: u32 = 200;
+const HIDDEN: &str = "(hidden: pass include_env true)";
 
 #[tool_router]
 impl McpServer {
@@ -382,6 +557,239 @@ impl McpServer {
         }))
     }
 
+    /// Deploy a repository's branch as a web service. Returns at once with the URL and the queued
+    /// deployment; the build and start run in the background (usually a few seconds): call
+    /// `get_service` to see the status, the build log and why a deployment failed. Every push to
+    /// the branch redeploys. The app must listen on the `PORT` environment variable (default
+    /// 8080). Safe to retry: an existing service of this name is returned with `created: false`.
+    #[tool(
+        name = "create_service",
+        annotations(
+            title = "Create a service",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn create_service(
+        &self,
+        Parameters(p): Parameters<CreateServiceParams>,
+        Extension(parts): Extension<http::request::Parts>,
+    ) -> Result<Json<CreatedService>, ToolError> {
+        let me = principal(&parts)?;
+        let owner = user_id(&me)?;
+        let new = services::NewService::validate(
+            p.repo,
+            p.project,
+            p.name,
+            p.branch,
+            p.build_pack,
+            p.port,
+            p.env_vars,
+            p.memory,
+            p.cpu,
+            [p.install_command, p.build_command, p.start_command],
+            &me.limits,
+        )?;
+        let (_, total) = self.state.store.services_of(&me.user_id, 0).await.map_err(unavailable)?;
+        if total >= i64::from(me.limits.max_services)
+            && services::find(&self.state, owner, &new.project, &new.name).await?.is_none()
+        {
+            return Err(ServiceError::Limit(format!(
+                "you have {total} services, the limit of your account: delete one first"
+            ))
+            .into());
+        }
+        let created = services::create(&self.state, owner, new).await?;
+        let spec = created.service.spec.as_ref().expect("a created service has a spec");
+        let deployment = created.first_deployment.map(|(id, sha)| RequestedDeployment {
+            deployment_id: id.to_string(),
+            commit: sha.chars().take(12).collect(),
+            status: "queued".into(),
+        });
+        let (status, next_step) = match (&deployment, created.created) {
+            (_, false) => ("exists".to_owned(), "the service already exists: call get_service for its status".into()),
+            (Some(_), true) => (
+                "deploying".to_owned(),
+                "call get_service with this name to follow the build; the URL answers once the status is live".into(),
+            ),
+            (None, true) => (
+                "waiting_for_push".to_owned(),
+                format!("branch `{}` has no commit yet: push to it and the service deploys by itself", spec.branch),
+            ),
+        };
+        Ok(Json(CreatedService {
+            url: self.state.apps.url(&spec.hostname),
+            name: spec.name.clone(),
+            project: spec.project.clone(),
+            created: created.created,
+            status,
+            deployment,
+            next_step,
+        }))
+    }
+
+    /// List your services with their URL and status (at most 20; `total` says how many).
+    #[tool(
+        name = "list_services",
+        annotations(
+            title = "List services",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn list_services(
+        &self,
+        Extension(parts): Extension<http::request::Parts>,
+    ) -> Result<Json<ServiceList>, ToolError> {
+        let me = principal(&parts)?;
+        let (rows, total) = self.state.store.services_of(&me.user_id, LIST_LIMIT).await.map_err(unavailable)?;
+        let services: Vec<_> = rows.iter().map(|r| services::summary(&self.state, r)).collect();
+        Ok(Json(ServiceList { truncated: (services.len() as i64) < total, services, total }))
+    }
+
+    /// A service in detail: status, URL, the live deployment, the latest deployments with their
+    /// outcome (a failure says why, typed, with a hint), the tail of the latest build log and of
+    /// the app's output. Environment values are hidden unless `include_env` is true.
+    #[tool(
+        name = "get_service",
+        annotations(
+            title = "Get a service",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn get_service(
+        &self,
+        Parameters(p): Parameters<GetServiceParams>,
+        Extension(parts): Extension<http::request::Parts>,
+    ) -> Result<Json<ServiceDetail>, ToolError> {
+        let me = principal(&parts)?;
+        let owner = user_id(&me)?;
+        let project = p.project.unwrap_or_else(|| services::DEFAULT_PROJECT.to_owned());
+        let row = self.service_row(&me.user_id, owner, &project, &p.name).await?;
+        let deployments = self.state.store.deployments_of(&row.service_id, 5).await.map_err(unavailable)?;
+        let live_row = match &row.live_deployment {
+            Some(id) => match deployments.iter().find(|d| &d.deployment_id == id) {
+                Some(d) => Some(d.clone()),
+                None => self.state.store.deployments_of(&row.service_id, 100).await.map_err(unavailable)?
+                    .into_iter().find(|d| &d.deployment_id == id),
+            },
+            None => None,
+        };
+        let lines = |n: Option<u32>| n.unwrap_or(DEFAULT_LOG_LINES).min(MAX_LOG_LINES) as usize;
+        let build_log = match deployments.first() {
+            Some(d) => services::log_tail(&self.state, &d.deployment_id, LogKind::Build, lines(p.deploy_log_lines)).await,
+            None => None,
+        };
+        let run_dep = live_row.as_ref().or(deployments.first()).map(|d| d.deployment_id.clone());
+        let runtime_log = match run_dep {
+            Some(d) => services::log_tail(&self.state, &d, LogKind::Run, lines(p.runtime_log_lines)).await,
+            None => None,
+        };
+        let sealed: std::collections::BTreeMap<String, events::Sealed> =
+            serde_json::from_value(row.env.clone()).unwrap_or_default();
+        let mut env = std::collections::BTreeMap::new();
+        for (k, v) in sealed {
+            let shown = if p.include_env == Some(true) {
+                self.state.apps.keyring.open(&v, &vault::env_context(&row.service_id, &k)).unwrap_or_else(|e| format!("(cannot open: {e})"))
+            } else {
+                HIDDEN.to_owned()
+            };
+            env.insert(k, shown);
+        }
+        let repo_id: events::RepoId = row.repo_id.parse().map_err(|e: String| ServiceError::Unavailable(e))?;
+        let repo = repos::load(&self.state.commands, repo_id).await?.map(|r| r.name).unwrap_or_default();
+        Ok(Json(ServiceDetail {
+            url: self.state.apps.url(&row.hostname),
+            name: row.name,
+            project: row.project,
+            status: row.status,
+            repo,
+            branch: row.branch,
+            build_pack: row.build_pack,
+            port: row.port.map(|p| p as u16).unwrap_or(8080),
+            memory_mb: row.memory_mb,
+            cpu_millis: row.cpu_millis,
+            install_command: row.install_command,
+            build_command: row.build_command,
+            start_command: row.start_command,
+            live: live_row.as_ref().map(DeploymentView::from),
+            deployments: deployments.iter().map(DeploymentView::from).collect(),
+            build_log,
+            runtime_log,
+            env,
+        }))
+    }
+
+    /// Deploy the branch's latest commit again (a new build of it is a cache hit when nothing
+    /// changed; the app restarts with zero downtime). Returns at once; follow with get_service.
+    #[tool(
+        name = "redeploy_service",
+        annotations(
+            title = "Redeploy a service",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    pub async fn redeploy_service(
+        &self,
+        Parameters(p): Parameters<ServiceParams>,
+        Extension(parts): Extension<http::request::Parts>,
+    ) -> Result<Json<Redeployed>, ToolError> {
+        let me = principal(&parts)?;
+        let owner = user_id(&me)?;
+        let project = p.project.unwrap_or_else(|| services::DEFAULT_PROJECT.to_owned());
+        let (service, id, sha) = services::redeploy(&self.state, owner, &project, &p.name).await?;
+        let spec = service.spec.as_ref().expect("found services have a spec");
+        Ok(Json(Redeployed {
+            name: spec.name.clone(),
+            url: self.state.apps.url(&spec.hostname),
+            deployment: RequestedDeployment {
+                deployment_id: id.to_string(),
+                commit: sha.chars().take(12).collect(),
+                status: "queued".into(),
+            },
+            next_step: "call get_service to follow the deployment".into(),
+        }))
+    }
+
+    /// Delete a service: it stops, its URL answers 404, its name is free again and its build
+    /// outputs are removed. Deleting a service that does not exist is not an error.
+    #[tool(
+        name = "delete_service",
+        annotations(
+            title = "Delete a service",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn delete_service(
+        &self,
+        Parameters(p): Parameters<ServiceParams>,
+        Extension(parts): Extension<http::request::Parts>,
+    ) -> Result<Json<Deleted>, ToolError> {
+        let me = principal(&parts)?;
+        let owner = user_id(&me)?;
+        let project = p.project.unwrap_or_else(|| services::DEFAULT_PROJECT.to_owned());
+        let deleted = services::delete(&self.state, owner, &project, &p.name).await?;
+        let message = if deleted {
+            "deleted: the app stops within seconds and its URL is free".to_owned()
+        } else {
+            format!("no service `{}` in project `{project}` (already deleted?)", p.name)
+        };
+        Ok(Json(Deleted { name: p.name, deleted, message }))
+    }
+
     /// List your git repositories by name (at most 20; `total` says how many you have).
     #[tool(
         name = "list_repos",
@@ -419,6 +827,28 @@ impl McpServer {
 }
 
 impl McpServer {
+    /// The service's read-model row. A service created a moment ago may not be projected yet:
+    /// the command side says whether it exists, and the read is retried briefly.
+    async fn service_row(
+        &self,
+        user: &str,
+        owner: UserId,
+        project: &str,
+        name: &str,
+    ) -> Result<store::rows::ServiceRow, ToolError> {
+        let not_found = || ToolError::from(ServiceError::NotFound(name.chars().take(80).collect()));
+        for attempt in 0..40 {
+            if let Some(row) = self.state.store.service_named(user, project, name).await.map_err(unavailable)? {
+                return Ok(row);
+            }
+            if attempt == 0 && services::find(&self.state, owner, project, name).await?.is_none() {
+                return Err(not_found());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Err(ServiceError::Unavailable("the service's details are not readable yet".into()).into())
+    }
+
     fn clone_url(&self, owner: &str, name: &str) -> String {
         format!("{}/git/{owner}/{name}.git", self.state.public_url)
     }

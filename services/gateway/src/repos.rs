@@ -79,7 +79,7 @@ fn claim_id(owner: UserId, name: &str) -> String {
 
 /// Where a repository's bare git directory lives: named by its id, never by user input.
 pub fn repo_dir(data_dir: &Path, repo_id: RepoId) -> PathBuf {
-    data_dir.join("git").join(format!("{}.git", repo_id.0.to_string().to_lowercase()))
+    data_dir.join("git").join(repo_id.dir_name())
 }
 
 /// A repository as the command side knows it.

@@ -1,21 +1,343 @@
-//! The scheduler service: runs deployments (local sandbox driver, Kubernetes driver).
+//! The scheduler service: runs built deployments and points the router at them.
 //!
-//! It has no consumer yet: its capability lands with its own issue, and until then `run` only
-//! holds its place in the process layout (`deploy-mcp scheduler`, `deploy-mcp dev`) and checks that
-//! the bus it will consume from is reachable.
+//! It consumes `service.*` events (durable consumer `scheduler`). On `BuildSucceeded` of the
+//! newest deployment it starts it through the [`Driver`], waits for its health check, switches the
+//! service's host to it, lets the previous deployment drain and stops it: zero-downtime redeploys.
+//! On `ServiceDeleted` it stops everything of the service and frees its host. After a restart it
+//! brings back every live deployment before consuming again. Handlers are idempotent: the
+//! service aggregate decides, so a redelivered event changes nothing.
 
-use bus::Bus;
+mod driver;
+mod health;
+mod local;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus::{Bus, Delivery};
+use chrono::Utc;
+use cqrs_es::AggregateError;
+use domain::{Rejection, Service, ServiceCommand, Status};
+use events::{AnyEvent, ArtifactManifest, Decoded, DeploymentId, FailureReason, ServiceEvent, ServiceId};
+use futures::StreamExt;
+use router::Routes;
+use store::{Commands, Store};
+use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Clone, Debug)]
+pub use driver::{Driver, Launch, Report, Running, StartError};
+pub use health::probe;
+pub use local::LocalDriver;
+
+#[derive(Clone)]
 pub struct Config {
     pub bus: Bus,
+    pub store: Store,
+    pub commands: Arc<Commands>,
+    pub keyring: vault::Keyring,
+    /// The platform's data directory (build outputs in `artifacts/`).
+    pub data_dir: PathBuf,
+    pub driver: Arc<dyn Driver>,
+    /// The router's table: `<hostname>.<base_domain>` → the live deployment.
+    pub routes: Routes,
+    pub base_domain: String,
+    /// How long the previous deployment may finish its requests after a switch.
+    pub drain_timeout: Duration,
 }
 
-/// Runs until `shutdown`.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), bus::Error> {
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config").field("base_domain", &self.base_domain).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Bus(#[from] bus::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// The port an app listens on when the service does not say.
+pub const DEFAULT_PORT: u16 = 8080;
+
+struct Current {
+    deployment_id: DeploymentId,
+    host: String,
+    running: Box<dyn Running>,
+}
+
+/// What this scheduler runs, by service; one lock per service serialises its handlers.
+#[derive(Clone)]
+struct Scheduler {
+    config: Config,
+    services: Arc<Mutex<HashMap<ServiceId, Arc<Mutex<Option<Current>>>>>>,
+    reports: mpsc::Sender<Report>,
+}
+
+/// Runs until `shutdown`; then stops every deployment it runs.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     config.bus.ping().await?;
-    tracing::info!("scheduler ready (no consumers registered)");
-    shutdown.cancelled().await;
-    Ok(())
+    config.driver.clean_up().await;
+    let (reports, mut report_rx) = mpsc::channel(256);
+    let scheduler = Scheduler { config: config.clone(), services: Arc::default(), reports };
+    scheduler.restore().await?;
+    tracing::info!("scheduler ready");
+
+    let mut batches = config.bus.batches("EVENTS", "scheduler", 64).await?;
+    let result = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            Some(report) = report_rx.recv() => scheduler.report(report).await,
+            batch = batches.next() => match batch {
+                Some(Ok(batch)) => for delivery in batch {
+                    let s = scheduler.clone();
+                    tokio::spawn(async move { s.handle(delivery).await });
+                },
+                Some(Err(e)) => break Err(e.into()),
+                None => break Ok(()),
+            },
+        }
+    };
+    scheduler.stop_all().await;
+    result
+}
+
+impl Scheduler {
+    fn host(&self, hostname: &str) -> String {
+        format!("{hostname}.{}", self.config.base_domain)
+    }
+
+    async fn slot(&self, service: ServiceId) -> Arc<Mutex<Option<Current>>> {
+        self.services.lock().await.entry(service).or_default().clone()
+    }
+
+    async fn handle(&self, delivery: Delivery) {
+        let decoded = match Decoded::from_slice(delivery.payload()) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduler: skipping an event that does not decode");
+                let _ = delivery.ack().await;
+                return;
+            }
+        };
+        let (AnyEvent::Service(event), Ok(service)) =
+            (decoded.event, decoded.id.aggregate_id.parse::<ServiceId>())
+        else {
+            let _ = delivery.ack().await;
+            return;
+        };
+        let result = match event {
+            ServiceEvent::BuildSucceeded { deployment_id, .. } => {
+                let progress = async {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        let _ = delivery.progress().await;
+                    }
+                };
+                tokio::select! {
+                    r = self.deploy(service, deployment_id) => r,
+                    _ = progress => unreachable!("the progress loop never ends"),
+                }
+            }
+            ServiceEvent::ServiceDeleted { .. } => {
+                self.remove(service).await;
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                let _ = delivery.ack().await;
+            }
+            Err(e) => {
+                tracing::warn!(%service, error = %e, "scheduler: will retry");
+                let _ = delivery.retry_after(Duration::from_secs(2)).await;
+            }
+        }
+    }
+
+    async fn execute(&self, service: ServiceId, command: ServiceCommand) -> Result<(), String> {
+        match self.config.commands.services.execute(&service.to_string(), command).await {
+            Ok(()) | Err(AggregateError::UserError(Rejection::NotFound { .. })) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn load(&self, service: ServiceId) -> Result<Service, String> {
+        self.config.commands.load(&service.to_string()).await.map_err(|e| e.to_string())
+    }
+
+    /// Starts a built deployment and, once healthy, makes it the live one.
+    async fn deploy(&self, service: ServiceId, deployment_id: DeploymentId) -> Result<(), String> {
+        let slot = self.slot(service).await;
+        let mut current = slot.lock().await;
+        let state = self.load(service).await?;
+        let Some(d) = state.deployments.get(&deployment_id) else { return Ok(()) };
+        if state.deleted || !state.is_newest(deployment_id) || !matches!(d.status, Status::Built | Status::Starting) {
+            return Ok(()); // superseded, failed, or handled by an earlier delivery
+        }
+        self.execute(service, ServiceCommand::Launch { deployment_id, now: Utc::now() }).await?;
+        let launch = match self.launch(&state, deployment_id).await {
+            Ok(l) => l,
+            Err(reason) => {
+                return self.execute(service, ServiceCommand::Fail { deployment_id, reason, now: Utc::now() }).await;
+            }
+        };
+        let host = launch.host.clone();
+        let running = match self.config.driver.start(launch, self.reports.clone()).await {
+            Ok(r) => r,
+            Err(StartError::Failed(reason)) => {
+                return self.execute(service, ServiceCommand::Fail { deployment_id, reason, now: Utc::now() }).await;
+            }
+            Err(StartError::Unavailable(e)) => return Err(e),
+        };
+        // Recorded before traffic moves: if this fails the old deployment keeps serving.
+        if let Err(e) = self.execute(service, ServiceCommand::MarkLive { deployment_id, now: Utc::now() }).await {
+            running.stop().await;
+            return Err(e);
+        }
+        let state = self.load(service).await?;
+        if state.should_run() != Some(deployment_id) {
+            running.stop().await; // a newer deployment went live meanwhile, or the service is gone
+            return Ok(());
+        }
+        if let Some(upstream) = running.upstream() {
+            self.config.routes.set(&host, upstream);
+        }
+        let previous = current.replace(Current { deployment_id, host, running });
+        if let Some(previous) = previous {
+            self.retire(previous).await;
+        }
+        tracing::info!(%service, %deployment_id, "deployment live");
+        Ok(())
+    }
+
+    /// Lets a replaced deployment finish its requests, then stops it.
+    async fn retire(&self, previous: Current) {
+        if let Some(upstream) = previous.running.upstream() {
+            let routes = self.config.routes.clone();
+            let timeout = self.config.drain_timeout;
+            tokio::spawn(async move {
+                routes.drain(&upstream, timeout).await;
+                previous.running.stop().await;
+            });
+        } else {
+            previous.running.stop().await;
+        }
+    }
+
+    /// What the driver needs, from the service's spec and the build's manifest.
+    async fn launch(&self, state: &Service, deployment_id: DeploymentId) -> Result<Launch, FailureReason> {
+        let spec = state.spec.as_ref().ok_or_else(|| internal("the service has no spec"))?;
+        let artifact = state.deployments[&deployment_id].artifact.clone().ok_or_else(|| internal("no build output"))?;
+        let manifest_path = self.config.data_dir.join("artifacts").join(format!("{artifact}.json"));
+        let manifest: ArtifactManifest = tokio::fs::read(&manifest_path)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| internal("the build output is gone; redeploy the service to build it again"))?;
+        let mut env = Vec::with_capacity(spec.env.len());
+        for (name, sealed) in &spec.env {
+            let value = self
+                .config
+                .keyring
+                .open(sealed, &vault::env_context(&spec.service_id.to_string(), name))
+                .map_err(|e| internal(&format!("variable {name}: {e}")))?;
+            env.push((name.clone(), value));
+        }
+        Ok(Launch {
+            service_id: spec.service_id,
+            deployment_id,
+            host: self.host(&spec.hostname),
+            artifact_dir: self.config.data_dir.join("artifacts").join(&artifact),
+            manifest,
+            port: spec.port.unwrap_or(DEFAULT_PORT),
+            env,
+            memory_mb: spec.memory_mb,
+            cpu_millis: spec.cpu_millis,
+        })
+    }
+
+    /// Stops a deleted service and frees its host.
+    async fn remove(&self, service: ServiceId) {
+        let slot = self.slot(service).await;
+        let current = slot.lock().await.take();
+        if let Some(current) = current {
+            self.config.routes.remove(&current.host);
+            current.running.stop().await;
+        }
+        self.services.lock().await.remove(&service);
+    }
+
+    async fn report(&self, report: Report) {
+        let result = match report {
+            Report::Crashed { service_id, deployment_id, exit_code, out_of_memory } => {
+                let command = ServiceCommand::Crash { deployment_id, exit_code, out_of_memory, now: Utc::now() };
+                self.execute(service_id, command).await
+            }
+            Report::Recovered { service_id, deployment_id, upstream } => {
+                let slot = self.slot(service_id).await;
+                let current = slot.lock().await;
+                if let (Some(c), Some(upstream)) = (current.as_ref(), upstream)
+                    && c.deployment_id == deployment_id
+                {
+                    self.config.routes.set(&c.host, upstream);
+                }
+                self.execute(service_id, ServiceCommand::MarkLive { deployment_id, now: Utc::now() }).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "scheduler: a runtime report was not recorded");
+        }
+    }
+
+    /// Brings back every live deployment (after a restart of this process).
+    async fn restore(&self) -> Result<(), Error> {
+        for service in self.config.store.services_with_live_deployment().await? {
+            let Ok(service) = service.parse::<ServiceId>() else { continue };
+            let Ok(state) = self.load(service).await else { continue };
+            let Some(deployment_id) = state.should_run() else { continue };
+            let launch = match self.launch(&state, deployment_id).await {
+                Ok(l) => l,
+                Err(reason) => {
+                    tracing::warn!(%service, ?reason, "a live deployment cannot be restored");
+                    continue;
+                }
+            };
+            let host = launch.host.clone();
+            match self.config.driver.start(launch, self.reports.clone()).await {
+                Ok(running) => {
+                    if let Some(upstream) = running.upstream() {
+                        self.config.routes.set(&host, upstream);
+                    }
+                    *self.slot(service).await.lock().await = Some(Current { deployment_id, host, running });
+                }
+                Err(e) => {
+                    tracing::warn!(%service, ?e, "a live deployment did not come back");
+                    let crash =
+                        ServiceCommand::Crash { deployment_id, exit_code: None, out_of_memory: false, now: Utc::now() };
+                    let _ = self.execute(service, crash).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn stop_all(&self) {
+        let slots: Vec<_> = self.services.lock().await.drain().map(|(_, s)| s).collect();
+        for slot in slots {
+            if let Some(current) = slot.lock().await.take() {
+                self.config.routes.remove(&current.host);
+                current.running.stop().await;
+            }
+        }
+    }
+}
+
+fn internal(message: &str) -> FailureReason {
+    FailureReason::Internal { message: message.to_owned() }
 }

@@ -1,0 +1,389 @@
+//! One build: checkout, plan, sandboxed install and build, content-addressed output.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus::{Delivery, LogSink};
+use chrono::Utc;
+use cqrs_es::AggregateError;
+use domain::{Rejection, Service, ServiceCommand, Status};
+use events::{AnyEvent, ArtifactManifest, Decoded, DeploymentId, FailureReason, LogKind, ServiceEvent};
+use futures::StreamExt;
+use tokio::process::Command;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::plan::{self, Overrides, Plan};
+use crate::{Config, Error};
+
+/// The directory of a build's output under the data directory.
+pub fn artifact_dir(data_dir: &Path, artifact: &str) -> PathBuf {
+    data_dir.join("artifacts").join(artifact)
+}
+
+/// The manifest the runtime reads beside the output.
+pub fn manifest_path(data_dir: &Path, artifact: &str) -> PathBuf {
+    data_dir.join("artifacts").join(format!("{artifact}.json"))
+}
+
+pub(crate) async fn consume(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let mut batches = config.bus.batches("EVENTS", "builder", 64).await?;
+    let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    loop {
+        let batch = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            b = batches.next() => match b {
+                Some(b) => b?,
+                None => return Ok(()),
+            },
+        };
+        for delivery in batch {
+            let Ok(decoded) = Decoded::from_slice(delivery.payload()) else {
+                tracing::warn!(seq = delivery.stream_sequence, "builder: skipping an event that does not decode");
+                delivery.ack().await?;
+                continue;
+            };
+            let AnyEvent::Service(event) = decoded.event else {
+                delivery.ack().await?;
+                continue;
+            };
+            let service = decoded.id.aggregate_id;
+            match event {
+                ServiceEvent::DeploymentRequested { deployment_id, commit_sha, .. } => {
+                    let permit = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+                    let config = config.clone();
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let job = Job { config: &config, service: &service, deployment_id, commit_sha };
+                        // Keeps the message ours while the build runs.
+                        let outcome = tokio::select! {
+                            o = with_progress(&delivery, job.run()) => o,
+                            _ = shutdown.cancelled() => return,
+                        };
+                        match outcome {
+                            Ok(()) => {
+                                let _ = delivery.ack().await;
+                            }
+                            Err(e) => {
+                                tracing::warn!(%deployment_id, error = %e, "build will be retried");
+                                let _ = delivery.retry_after(Duration::from_secs(2)).await;
+                            }
+                        }
+                    });
+                }
+                ServiceEvent::ServiceDeleted { .. } => {
+                    remove_artifacts(&config, &service).await;
+                    delivery.ack().await?;
+                }
+                _ => delivery.ack().await?,
+            }
+        }
+    }
+}
+
+/// Runs `work`, telling JetStream every few seconds that the message is still being handled.
+async fn with_progress<T>(delivery: &Delivery, work: impl Future<Output = T>) -> T {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_secs(3));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => { let _ = delivery.progress().await; }
+        }
+    }
+}
+
+/// The outputs of a deleted service's deployments go with it (a later build of the same commit
+/// by another service simply builds again).
+async fn remove_artifacts(config: &Config, service: &str) {
+    let Ok(state) = config.commands.load::<Service>(service).await else { return };
+    for artifact in state.deployments.values().filter_map(|d| d.artifact.as_deref()) {
+        let _ = tokio::fs::remove_dir_all(artifact_dir(&config.data_dir, artifact)).await;
+        let _ = tokio::fs::remove_file(manifest_path(&config.data_dir, artifact)).await;
+    }
+}
+
+/// Errors that make the build worth retrying (infrastructure), as opposed to a failed build,
+/// which is recorded on the deployment.
+type Retry = String;
+
+struct Job<'a> {
+    config: &'a Config,
+    service: &'a str,
+    deployment_id: DeploymentId,
+    commit_sha: String,
+}
+
+impl Job<'_> {
+    async fn run(self) -> Result<(), Retry> {
+        let state: Service = self.config.commands.load(self.service).await.map_err(|e| e.to_string())?;
+        let Some(spec) = state.spec.clone().filter(|_| !state.deleted) else { return Ok(()) };
+        let Some(dep) = state.deployments.get(&self.deployment_id) else { return Ok(()) };
+        if !matches!(dep.status, Status::Queued | Status::Building) {
+            return Ok(()); // done before this delivery, or superseded
+        }
+        self.execute(ServiceCommand::StartBuild { deployment_id: self.deployment_id, now: Utc::now() }).await?;
+
+        let mut log = LogSink::new(self.config.bus.clone(), self.deployment_id, LogKind::Build);
+        let short = &self.commit_sha[..12.min(self.commit_sha.len())];
+        log.platform(format!("building commit {short} of branch `{}`", spec.branch)).await;
+        let overrides = Overrides {
+            build_pack: spec.build_pack,
+            install_command: spec.install_command.clone(),
+            build_command: spec.build_command.clone(),
+            start_command: spec.start_command.clone(),
+        };
+        let result = self.build(&spec, &overrides, &mut log).await;
+        log.flush().await;
+        match result {
+            Ok(Built { artifact, plan, cached }) => {
+                log.platform(if cached { "build output reused (same commit and plan)" } else { "build succeeded" })
+                    .await;
+                log.flush().await;
+                self.execute(ServiceCommand::FinishBuild {
+                    deployment_id: self.deployment_id,
+                    artifact,
+                    plan: plan.describe(),
+                    cached,
+                    now: Utc::now(),
+                })
+                .await
+            }
+            Err(Outcome::Failed(reason)) => {
+                log.platform(format!("build failed: {}", summary(&reason))).await;
+                log.flush().await;
+                self.execute(ServiceCommand::Fail { deployment_id: self.deployment_id, reason, now: Utc::now() }).await
+            }
+            Err(Outcome::Retry(e)) => Err(e),
+        }
+    }
+
+    async fn execute(&self, command: ServiceCommand) -> Result<(), Retry> {
+        match self.config.commands.services.execute(self.service, command).await {
+            Ok(()) => Ok(()),
+            // The service was deleted meanwhile: nothing left to record.
+            Err(AggregateError::UserError(Rejection::NotFound { .. })) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn build(&self, spec: &domain::Spec, overrides: &Overrides, log: &mut LogSink) -> Result<Built, Outcome> {
+        let data = &self.config.data_dir;
+        let work = self.config.work_dir.join(self.deployment_id.short());
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        tokio::fs::create_dir_all(&work).await.map_err(retry)?;
+        let result = async {
+            let repo_dir = data.join("git").join(spec.repo.dir_name());
+            checkout(&self.config.git, &repo_dir, &self.commit_sha, &work).await?;
+            let plan = plan::detect(&work, overrides).map_err(|e| {
+                Outcome::Failed(FailureReason::BuildFailed {
+                    command: "detect a build plan".into(),
+                    exit_code: None,
+                    log_tail: vec![e.to_string()],
+                })
+            })?;
+            log.platform(format!("plan: {}", plan.describe())).await;
+            if plan.provider == plan::Provider::Dockerfile {
+                return Err(Outcome::Failed(FailureReason::BuildFailed {
+                    command: "build the Dockerfile".into(),
+                    exit_code: None,
+                    log_tail: vec![
+                        "build_pack `dockerfile` needs the Kubernetes runtime (it runs OCI images); this platform \
+                         runs apps with its local runtime: use build_pack `railpack` (the default) or `static`"
+                            .into(),
+                    ],
+                }));
+            }
+            let key = format!("{}-{}", self.commit_sha, &plan.key()[..16]);
+            let out = artifact_dir(data, &key);
+            if tokio::fs::try_exists(manifest_path(data, &key)).await.unwrap_or(false) {
+                return Ok(Built { artifact: key, plan, cached: true });
+            }
+            for (what, command) in [("install", &plan.install), ("build", &plan.build)] {
+                if let Some(command) = command {
+                    self.run_step(what, command, &work, log).await?;
+                }
+            }
+            let manifest = ArtifactManifest {
+                provider: plan.provider.as_str().to_owned(),
+                start: plan.start.clone(),
+                static_root: plan.static_root.clone(),
+            };
+            // Output first, manifest last: a manifest means a complete output.
+            let _ = tokio::fs::remove_dir_all(&out).await;
+            move_tree(&work, &out).await.map_err(retry)?;
+            let json = serde_json::to_vec_pretty(&manifest).map_err(retry)?;
+            write_atomic(&manifest_path(data, &key), &json).await.map_err(retry)?;
+            Ok(Built { artifact: key, plan, cached: false })
+        }
+        .await;
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        result
+    }
+
+    /// Runs one install or build command in a fresh sandbox over the work directory.
+    async fn run_step(&self, what: &str, command: &str, work: &Path, log: &mut LogSink) -> Result<(), Outcome> {
+        log.platform(format!("{what}: $ {command}")).await;
+        let spec = sandbox::Spec {
+            id: self.deployment_id.short(),
+            app_dir: work.to_path_buf(),
+            memory_mb: self.config.build_memory_mb,
+            cpu_millis: 0,
+            pids_max: 512,
+            tmp_mb: 512,
+        };
+        let sb = self.config.sandbox.create(spec).await.map_err(retry)?;
+        let env = vec![("CI".to_owned(), "true".to_owned()), ("NODE_ENV".to_owned(), "production".to_owned())];
+        let result = async {
+            let mut process = sb.spawn(command, &env).map_err(retry)?;
+            let mut lines = process.lines();
+            let wait = async {
+                while let Some(line) = lines.recv().await {
+                    log.line(stream_name(line.stream), line.text).await;
+                }
+                process.wait().await
+            };
+            let status = match tokio::time::timeout(self.config.build_timeout, wait).await {
+                Ok(status) => status.map_err(retry)?,
+                Err(_) => {
+                    return Err(Outcome::Failed(FailureReason::BuildFailed {
+                        command: command.to_owned(),
+                        exit_code: None,
+                        log_tail: with_note(
+                            log.tail(),
+                            format!("stopped after {} s: the build took too long", self.config.build_timeout.as_secs()),
+                        ),
+                    }));
+                }
+            };
+            if status.success() {
+                return Ok(());
+            }
+            let mut tail = log.tail();
+            if sb.oom_kills() > 0 {
+                tail = with_note(tail, format!("the build ran out of memory ({} MiB)", self.config.build_memory_mb));
+            }
+            Err(Outcome::Failed(FailureReason::BuildFailed {
+                command: command.to_owned(),
+                exit_code: exit_code(status),
+                log_tail: tail,
+            }))
+        }
+        .await;
+        let _ = sb.destroy(Duration::from_secs(1)).await;
+        result
+    }
+}
+
+pub(crate) fn stream_name(s: sandbox::Stream) -> &'static str {
+    match s {
+        sandbox::Stream::Stdout => "stdout",
+        sandbox::Stream::Stderr => "stderr",
+    }
+}
+
+fn exit_code(status: sandbox::ExitStatus) -> Option<i32> {
+    match status {
+        sandbox::ExitStatus::Code(c) => Some(c),
+        sandbox::ExitStatus::Signal(_) => None,
+    }
+}
+
+fn with_note(mut tail: Vec<String>, note: String) -> Vec<String> {
+    tail.push(note);
+    tail
+}
+
+fn summary(reason: &FailureReason) -> String {
+    match reason {
+        FailureReason::BuildFailed { command, exit_code: Some(code), .. } => format!("`{command}` exited with {code}"),
+        FailureReason::BuildFailed { command, .. } => format!("`{command}` failed"),
+        other => format!("{other:?}"),
+    }
+}
+
+struct Built {
+    artifact: String,
+    plan: Plan,
+    cached: bool,
+}
+
+enum Outcome {
+    /// The build failed for a reason the agent can fix: recorded on the deployment.
+    Failed(FailureReason),
+    /// The platform could not build right now: the delivery is retried.
+    Retry(Retry),
+}
+
+fn retry(e: impl std::fmt::Display) -> Outcome {
+    Outcome::Retry(e.to_string())
+}
+
+/// Writes the commit's tree (no `.git`) into `dest` with `git archive | tar -x`.
+async fn checkout(git: &Path, repo_dir: &Path, sha: &str, dest: &Path) -> Result<(), Outcome> {
+    if !tokio::fs::try_exists(repo_dir).await.unwrap_or(false) {
+        return Err(Outcome::Failed(FailureReason::Internal {
+            message: "the repository has no copy on this platform's git server".into(),
+        }));
+    }
+    let mut archive = Command::new(git)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "safe.directory")
+        .env("GIT_CONFIG_VALUE_0", "*")
+        .arg("--git-dir")
+        .arg(repo_dir)
+        .args(["archive", "--format=tar", sha])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(retry)?;
+    let stdout: Stdio = archive.stdout.take().expect("piped").try_into().map_err(retry)?;
+    let tar = Command::new("tar")
+        .args(["-x", "--no-same-owner", "-C"])
+        .arg(dest)
+        .stdin(stdout)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let (archived, extracted) = tokio::join!(archive.wait_with_output(), tar);
+    let archived = archived.map_err(retry)?;
+    let extracted = extracted.map_err(retry)?;
+    if !archived.status.success() {
+        let message = String::from_utf8_lossy(&archived.stderr).trim().to_owned();
+        return Err(Outcome::Failed(FailureReason::Internal {
+            message: format!("commit {sha} could not be checked out: {message}"),
+        }));
+    }
+    if !extracted.status.success() {
+        return Err(Outcome::Retry(format!("tar: {}", String::from_utf8_lossy(&extracted.stderr).trim())));
+    }
+    Ok(())
+}
+
+/// Moves the build output into the artifacts root (a copy when they are on different file
+/// systems).
+async fn move_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    if tokio::fs::rename(from, to).await.is_ok() {
+        return Ok(());
+    }
+    let out = Command::new("cp").arg("-a").arg(from).arg(to).kill_on_drop(true).output().await?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!("cp: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    tokio::fs::remove_dir_all(from).await
+}
+
+async fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    tokio::fs::write(&tmp, bytes).await?;
+    tokio::fs::rename(&tmp, path).await
+}

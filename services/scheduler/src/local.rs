@@ -1,0 +1,308 @@
+//! The local driver: each deployment runs as a sandboxed process (its own network namespace,
+//! bubblewrap, cgroup limits) on this machine; static sites are served by the router itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bus::{Bus, LogSink};
+use events::{FailureReason, LogKind};
+use router::Upstream;
+use sandbox::{ExitStatus, Sandbox};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::driver::{Driver, Launch, Report, Running, StartError};
+use crate::health;
+
+#[derive(Clone)]
+pub struct LocalDriver {
+    pub bus: Bus,
+    pub sandbox: sandbox::Host,
+    /// Where each deployment gets its writable copy of the build output.
+    pub run_dir: PathBuf,
+    pub health_timeout: Duration,
+}
+
+impl std::fmt::Debug for LocalDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalDriver").field("run_dir", &self.run_dir).finish_non_exhaustive()
+    }
+}
+
+/// Back-off between restarts of a crashed app: 1 s, doubling, at most 30 s.
+fn backoff(restarts: u32) -> Duration {
+    Duration::from_secs(1u64 << restarts.min(5)).min(Duration::from_secs(30))
+}
+
+#[async_trait]
+impl Driver for LocalDriver {
+    async fn start(&self, launch: Launch, reports: mpsc::Sender<Report>) -> Result<Box<dyn Running>, StartError> {
+        let Some(command) = launch.manifest.start.clone() else {
+            // A static site: the router serves the (immutable) build output.
+            let root = launch.manifest.static_root.as_deref().unwrap_or(".");
+            let dir = launch.artifact_dir.join(root);
+            return Ok(Box::new(Static(Upstream::Static(dir))));
+        };
+        let dir = self.run_dir.join(launch.deployment_id.short());
+        copy_tree(&launch.artifact_dir, &dir).await.map_err(|e| StartError::Unavailable(e.to_string()))?;
+        let (first_tx, first_rx) = oneshot::channel();
+        let stop = CancellationToken::new();
+        let upstream = Arc::new(std::sync::Mutex::new(None));
+        let supervisor = Supervisor {
+            driver: self.clone(),
+            launch,
+            command,
+            dir,
+            stop: stop.clone(),
+            upstream: upstream.clone(),
+            log: Arc::new(Mutex::new(None)),
+        };
+        let task = tokio::spawn(supervisor.run(first_tx, reports));
+        match first_rx.await {
+            Ok(Ok(())) => Ok(Box::new(Process { stop, task: Mutex::new(Some(task)), upstream })),
+            Ok(Err(e)) => {
+                let _ = task.await;
+                Err(e)
+            }
+            Err(_) => Err(StartError::Unavailable("the deployment's supervisor stopped".into())),
+        }
+    }
+
+    async fn clean_up(&self) {
+        // Sandboxes of a crashed process are removed by `sandbox::Host::new`; their run
+        // directories are removed here (a restored deployment gets a fresh copy).
+        let _ = tokio::fs::remove_dir_all(&self.run_dir).await;
+        let _ = tokio::fs::create_dir_all(&self.run_dir).await;
+    }
+}
+
+struct Static(Upstream);
+
+#[async_trait]
+impl Running for Static {
+    fn upstream(&self) -> Option<Upstream> {
+        Some(self.0.clone())
+    }
+    async fn stop(self: Box<Self>) {}
+}
+
+struct Process {
+    stop: CancellationToken,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    upstream: Arc<std::sync::Mutex<Option<Upstream>>>,
+}
+
+#[async_trait]
+impl Running for Process {
+    fn upstream(&self) -> Option<Upstream> {
+        self.upstream.lock().expect("not poisoned").clone()
+    }
+
+    async fn stop(self: Box<Self>) {
+        self.stop.cancel();
+        if let Some(task) = self.task.lock().await.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Owns one deployment's process: starts it, watches it, restarts it after a crash.
+struct Supervisor {
+    driver: LocalDriver,
+    launch: Launch,
+    command: String,
+    dir: PathBuf,
+    stop: CancellationToken,
+    upstream: Arc<std::sync::Mutex<Option<Upstream>>>,
+    log: Arc<Mutex<Option<LogSink>>>,
+}
+
+enum Attempt {
+    Healthy(Sandbox, sandbox::Process),
+    Failed(FailureReason),
+    Stopped,
+}
+
+impl Supervisor {
+    async fn run(self, first: oneshot::Sender<Result<(), StartError>>, reports: mpsc::Sender<Report>) {
+        let mut first = Some(first);
+        let mut restarts = 0u32;
+        let (service_id, deployment_id) = (self.launch.service_id, self.launch.deployment_id);
+        *self.log.lock().await = Some(LogSink::new(self.driver.bus.clone(), deployment_id, LogKind::Run));
+        loop {
+            let attempt = match self.attempt().await {
+                Ok(a) => a,
+                Err(e) => {
+                    if let Some(tx) = first.take() {
+                        let _ = tx.send(Err(StartError::Unavailable(e)));
+                        break;
+                    }
+                    tracing::warn!(%deployment_id, error = %e, "could not restart");
+                    Attempt::Failed(FailureReason::Internal { message: "the sandbox could not be created".into() })
+                }
+            };
+            let (sb, mut process) = match attempt {
+                Attempt::Stopped => break,
+                Attempt::Healthy(sb, process) => {
+                    let upstream = Upstream::Http(SocketAddr::new(sb.address().into(), self.launch.port));
+                    *self.upstream.lock().expect("not poisoned") = Some(upstream.clone());
+                    match first.take() {
+                        Some(tx) => {
+                            let _ = tx.send(Ok(()));
+                        }
+                        None => {
+                            let _ = reports
+                                .send(Report::Recovered { service_id, deployment_id, upstream: Some(upstream) })
+                                .await;
+                        }
+                    }
+                    (sb, process)
+                }
+                Attempt::Failed(reason) => {
+                    if let Some(tx) = first.take() {
+                        let _ = tx.send(Err(StartError::Failed(reason)));
+                        break;
+                    }
+                    // A restart that fails is another crash: back off and try again.
+                    restarts += 1;
+                    if self.pause(restarts).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            // Running: until it exits or is stopped.
+            let oom_before = sb.oom_kills();
+            tokio::select! {
+                status = process.wait() => {
+                    let exit_code = match status { Ok(ExitStatus::Code(c)) => Some(c), _ => None };
+                    let out_of_memory = sb.oom_kills() > oom_before;
+                    self.note(format!("the app exited (code {exit_code:?}{}); restarting", if out_of_memory { ", out of memory" } else { "" })).await;
+                    let _ = sb.destroy(Duration::from_millis(200)).await;
+                    let _ = reports.send(Report::Crashed { service_id, deployment_id, exit_code, out_of_memory }).await;
+                    restarts += 1;
+                    if self.pause(restarts).await {
+                        break;
+                    }
+                }
+                _ = self.stop.cancelled() => {
+                    let _ = sb.destroy(Duration::from_secs(5)).await;
+                    break;
+                }
+            }
+        }
+        if let Some(log) = self.log.lock().await.as_ref() {
+            log.flush().await;
+        }
+        let _ = tokio::fs::remove_dir_all(&self.dir).await;
+    }
+
+    /// Waits out the back-off; true when stopped meanwhile.
+    async fn pause(&self, restarts: u32) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(backoff(restarts - 1)) => false,
+            _ = self.stop.cancelled() => true,
+        }
+    }
+
+    async fn note(&self, text: String) {
+        if let Some(log) = self.log.lock().await.as_mut() {
+            log.platform(text).await;
+        }
+    }
+
+    /// One start in a fresh sandbox, up to healthy or a typed failure.
+    async fn attempt(&self) -> Result<Attempt, String> {
+        let l = &self.launch;
+        let spec = sandbox::Spec {
+            id: l.deployment_id.short(),
+            app_dir: self.dir.clone(),
+            memory_mb: l.memory_mb,
+            cpu_millis: l.cpu_millis,
+            pids_max: 256,
+            tmp_mb: 64,
+        };
+        let sb = self.driver.sandbox.create(spec).await.map_err(|e| e.to_string())?;
+        let mut env = l.env.clone();
+        env.push(("PORT".into(), l.port.to_string()));
+        self.note(format!("starting: $ {} (PORT={})", self.command, l.port)).await;
+        let mut process = match sb.spawn(&self.command, &env) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = sb.destroy(Duration::ZERO).await;
+                return Err(e.to_string());
+            }
+        };
+        let mut lines = process.lines();
+        let log = self.log.clone();
+        tokio::spawn(async move {
+            while let Some(line) = lines.recv().await {
+                let stream = match line.stream {
+                    sandbox::Stream::Stdout => "stdout",
+                    sandbox::Stream::Stderr => "stderr",
+                };
+                if let Some(log) = log.lock().await.as_mut() {
+                    log.line(stream, line.text).await;
+                }
+            }
+        });
+        let addr = SocketAddr::new(sb.address().into(), l.port);
+        let oom_before = sb.oom_kills();
+        let outcome = tokio::select! {
+            healthy = health::wait_healthy(addr, &l.host, self.driver.health_timeout) => Ok(healthy),
+            status = process.wait() => Err(status),
+            _ = self.stop.cancelled() => {
+                let _ = sb.destroy(Duration::ZERO).await;
+                return Ok(Attempt::Stopped);
+            }
+        };
+        let reason = match outcome {
+            Ok(true) => return Ok(Attempt::Healthy(sb, process)),
+            Ok(false) => {
+                let listened: Vec<u16> = sb.listening_ports().await.into_iter().filter(|p| *p != l.port).collect();
+                if listened.is_empty() {
+                    FailureReason::HealthCheckTimedOut { seconds: self.driver.health_timeout.as_secs().max(1) as u32 }
+                } else {
+                    FailureReason::PortNotListened { expected: l.port, listened }
+                }
+            }
+            Err(status) => {
+                // Let the last lines of output reach the log before quoting it.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if sb.oom_kills() > oom_before {
+                    FailureReason::OutOfMemory { limit_mb: l.memory_mb }
+                } else {
+                    let exit_code = match status {
+                        Ok(ExitStatus::Code(c)) => Some(c),
+                        _ => None,
+                    };
+                    let log_tail = self.log.lock().await.as_ref().map(|l| l.tail()).unwrap_or_default();
+                    FailureReason::StartCommandExited { command: self.command.clone(), exit_code, log_tail }
+                }
+            }
+        };
+        self.note(format!("start failed: {reason:?}")).await;
+        let _ = sb.destroy(Duration::ZERO).await;
+        Ok(Attempt::Failed(reason))
+    }
+}
+
+/// Copies the build output to the deployment's own writable directory.
+async fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    let _ = tokio::fs::remove_dir_all(to).await;
+    tokio::fs::create_dir_all(to).await?;
+    let out = tokio::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!("cp: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! Build and run end to end, driven only through MCP and git: fixtures from
+//! `tests/fixtures/apps` are pushed, deployed in sandboxes and reached through the router.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use deploy_mcp::Components;
+use deploy_mcp_tests::{Scratch, TestPlatform, call_tool, eventually, git, mcp_client, tool_err, tool_ok};
+use rmcp::RoleClient;
+use rmcp::service::RunningService;
+use serde_json::{Value, json};
+
+type Client = RunningService<RoleClient, ()>;
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/apps").join(name)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A working copy of a fixture pushed to a new repo of the platform.
+struct Pushed {
+    dir: Scratch,
+}
+
+impl Pushed {
+    /// Creates repo `repo`, commits the fixture and pushes it to `main`.
+    async fn new(client: &Client, repo: &str, fixture_name: &str) -> Self {
+        tool_ok(call_tool(client, "create_repo", json!({ "name": repo })).await);
+        let token = tool_ok(call_tool(client, "get_git_token", json!({ "name": repo })).await);
+        let dir = Scratch::new();
+        copy_dir(&fixture(fixture_name), &dir.0);
+        git(&dir.0, &["init", "-q"]).unwrap();
+        git(&dir.0, &["add", "."]).unwrap();
+        git(&dir.0, &["commit", "-q", "-m", "fixture"]).unwrap();
+        git(&dir.0, &["remote", "add", "deploy", token["authenticated_url"].as_str().unwrap()]).unwrap();
+        let me = Self { dir };
+        me.push();
+        me
+    }
+
+    fn write_and_push(&self, file: &str, contents: &str) -> String {
+        std::fs::write(self.dir.0.join(file), contents).unwrap();
+        git(&self.dir.0, &["commit", "-q", "-am", "change"]).unwrap();
+        self.push();
+        git(&self.dir.0, &["rev-parse", "HEAD"]).unwrap()
+    }
+
+    fn push(&self) {
+        git(&self.dir.0, &["push", "-q", "deploy", "HEAD:main"]).unwrap();
+    }
+}
+
+fn router(p: &TestPlatform) -> SocketAddr {
+    p.running.as_ref().and_then(|r| r.router_addr).expect("the scheduler's router runs")
+}
+
+/// GET through the router with the service's host name, as a browser at the URL would.
+async fn get(http: &reqwest::Client, router: SocketAddr, url: &str, path: &str) -> reqwest::Result<(u16, String)> {
+    let host = url.split("://").nth(1).unwrap().split('/').next().unwrap();
+    let r = http.get(format!("http://{router}{path}")).header("host", host).send().await?;
+    Ok((r.status().as_u16(), r.text().await?.trim().to_owned()))
+}
+
+async fn service(client: &Client, name: &str) -> Value {
+    tool_ok(call_tool(client, "get_service", json!({ "name": name, "deploy_log_lines": 50 })).await)
+}
+
+/// Waits until the latest deployment has the status (or failed, which ends the wait early).
+async fn wait_latest(client: &Client, name: &str, status: &str, timeout: Duration) -> Value {
+    eventually(timeout, &format!("{name}: latest deployment {status}"), || async {
+        let s = service(client, name).await;
+        let latest = s["deployments"][0]["status"].as_str().unwrap_or_default().to_owned();
+        (latest == status || (latest == "failed" && status != "failed")).then_some(s)
+    })
+    .await
+}
+
+async fn platform() -> (TestPlatform, Client) {
+    let p = TestPlatform::start(Components::ALL).await;
+    let (key, _) = p.new_key(&format!("{}@example.test", deploy_mcp_tests::unique("dev"))).await;
+    let client = mcp_client(&p.mcp_url(), &key).await.unwrap();
+    (p, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_app_goes_live_redeploys_on_push_without_a_failed_request_and_is_deleted() {
+    let (mut p, client) = platform().await;
+    let code = Pushed::new(&client, "shop", "python").await;
+    let created = tool_ok(
+        call_tool(&client, "create_service", json!({ "repo": "shop", "name": "shop", "env_vars": { "GREETING": "hi there" } }))
+            .await,
+    );
+    assert_eq!(created["status"], "deploying", "{created}");
+    assert_eq!(created["deployment"]["status"], "queued");
+    let url = created["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with("http://shop.localhost:"), "{url}");
+
+    let live = wait_latest(&client, "shop", "live", Duration::from_secs(60)).await;
+    assert_eq!(live["status"], "live", "{live}");
+    assert_eq!(live["env"]["GREETING"], "(hidden: pass include_env true)");
+    let http = reqwest::Client::new();
+    let rtr = router(&p);
+    assert_eq!(get(&http, rtr, &url, "/").await.unwrap(), (200, "python fixture v1".to_owned()));
+    assert_eq!(get(&http, rtr, &url, "/env/GREETING").await.unwrap(), (200, "hi there".to_owned()));
+    let shown = tool_ok(call_tool(&client, "get_service", json!({ "name": "shop", "include_env": true })).await);
+    assert_eq!(shown["env"]["GREETING"], "hi there");
+    let logs = live["build_log"]["lines"].as_array().unwrap();
+    assert!(logs.iter().any(|l| l.as_str().unwrap().contains("plan: python")), "{logs:?}");
+
+    // A client polls throughout the switch to the next commit: not one request may fail.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let poller = {
+        let (stop, ok, failed, url, http) = (stop.clone(), ok.clone(), failed.clone(), url.clone(), http.clone());
+        tokio::spawn(async move {
+            let mut seen_v2 = false;
+            while !stop.load(Ordering::Relaxed) {
+                match get(&http, rtr, &url, "/").await {
+                    Ok((200, body)) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        seen_v2 |= body == "python fixture v2";
+                    }
+                    other => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("failed request during the switch: {other:?}");
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen_v2
+        })
+    };
+    let sha = code.write_and_push("message.txt", "python fixture v2");
+    eventually(Duration::from_secs(60), "the new commit to serve", || async {
+        let (_, body) = get(&http, rtr, &url, "/").await.ok()?;
+        (body == "python fixture v2").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    assert!(poller.await.unwrap());
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "{} requests succeeded", ok.load(Ordering::Relaxed));
+
+    // The push is announced once more (as a redelivery would): still one deployment per commit.
+    let intents = p.push_intents().await;
+    let push = intents.iter().find(|i| i.after == sha).expect("the push was announced").clone();
+    p.adapters.bus.publish_intent(&events::Intent::PushReceived(push)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = service(&client, "shop").await;
+    let deployments = s["deployments"].as_array().unwrap();
+    assert_eq!(deployments.len(), 2, "{s}");
+    assert_eq!(s["live"]["commit"], sha[..12]);
+    assert_eq!(deployments[0]["trigger"], "push");
+    assert_eq!(deployments[1]["status"], "replaced");
+
+    let listed = tool_ok(call_tool(&client, "list_services", json!({})).await);
+    assert_eq!(listed["services"][0]["name"], "shop");
+    assert_eq!(listed["services"][0]["status"], "live");
+
+    let deleted = tool_ok(call_tool(&client, "delete_service", json!({ "name": "shop" })).await);
+    assert_eq!(deleted["deleted"], true);
+    eventually(Duration::from_secs(20), "the URL to answer 404", || async {
+        let (status, _) = get(&http, rtr, &url, "/").await.ok()?;
+        (status == 404).then_some(())
+    })
+    .await;
+    let again = tool_ok(call_tool(&client, "delete_service", json!({ "name": "shop" })).await);
+    assert_eq!(again["deleted"], false);
+    let gone = tool_err(call_tool(&client, "get_service", json!({ "name": "shop" })).await);
+    assert_eq!(gone["error"], "not_found");
+    // The name and URL are free again.
+    let recreated = tool_ok(call_tool(&client, "create_service", json!({ "repo": "shop", "name": "shop" })).await);
+    assert_eq!(recreated["created"], true);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn static_and_node_apps_are_served_and_a_redeploy_reuses_the_build() {
+    let (mut p, client) = platform().await;
+    Pushed::new(&client, "site", "static").await;
+    Pushed::new(&client, "api", "node").await;
+    let site = tool_ok(call_tool(&client, "create_service", json!({ "repo": "site", "name": "site" })).await);
+    let api = tool_ok(call_tool(&client, "create_service", json!({ "repo": "api", "name": "api" })).await);
+    wait_latest(&client, "site", "live", Duration::from_secs(60)).await;
+    wait_latest(&client, "api", "live", Duration::from_secs(60)).await;
+    let http = reqwest::Client::new();
+    let rtr = router(&p);
+    let (status, body) = get(&http, rtr, site["url"].as_str().unwrap(), "/").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("static fixture v1"), "{body}");
+    let (status, body) = get(&http, rtr, site["url"].as_str().unwrap(), "/about/").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(&http, rtr, api["url"].as_str().unwrap(), "/").await.unwrap();
+    assert_eq!((status, body.trim()), (200, "node fixture v1"));
+
+    tool_ok(call_tool(&client, "redeploy_service", json!({ "name": "api" })).await);
+    let s = eventually(Duration::from_secs(60), "the redeploy to go live", || async {
+        let s = service(&client, "api").await;
+        (s["deployments"][0]["status"] == "live" && s["deployments"].as_array().unwrap().len() == 2).then_some(s)
+    })
+    .await;
+    assert_eq!(s["deployments"][0]["cached"], true, "{s}");
+    assert_eq!(s["deployments"][0]["trigger"], "redeploy");
+
+    let unknown = get(&http, rtr, "http://nothing.localhost", "/").await.unwrap();
+    assert_eq!(unknown.0, 404);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_typed_failure_says_why() {
+    let (mut p, client) = platform().await;
+    let cases = [
+        ("fail-build", json!({}), "build_failed"),
+        ("fail-start", json!({}), "start_command_exited"),
+        ("wrong-port", json!({}), "port_not_listened"),
+        ("health-timeout", json!({}), "health_check_timed_out"),
+        ("oom", json!({ "memory": 64 }), "out_of_memory"),
+    ];
+    for (name, extra, _) in &cases {
+        Pushed::new(&client, name, name).await;
+        let mut args = json!({ "repo": name, "name": name });
+        args.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        tool_ok(call_tool(&client, "create_service", args).await);
+    }
+    for (name, _, kind) in &cases {
+        let s = wait_latest(&client, name, "failed", Duration::from_secs(90)).await;
+        let d = &s["deployments"][0];
+        assert_eq!(d["failure"]["kind"], *kind, "{name}: {s}");
+        assert!(d["hint"].as_str().is_some_and(|h| !h.is_empty()), "{name}: {d}");
+        assert_eq!(s["status"], "failed");
+        match *kind {
+            "build_failed" => {
+                assert_eq!(d["failure"]["exit_code"], 3, "{d}");
+                let tail = d["failure"]["log_tail"].to_string();
+                assert!(tail.contains("missing semicolon"), "{tail}");
+            }
+            "start_command_exited" => {
+                assert_eq!(d["failure"]["exit_code"], 1, "{d}");
+                assert!(d["failure"]["log_tail"].to_string().contains("dmcp_fixture_missing_dependency"), "{d}");
+            }
+            "port_not_listened" => {
+                assert_eq!(d["failure"]["expected"], 8080);
+                assert_eq!(d["failure"]["listened"], json!([9999]));
+            }
+            "out_of_memory" => assert_eq!(d["failure"]["limit_mb"], 64),
+            _ => {}
+        }
+    }
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gets_actionable_errors() {
+    let (mut p, client) = platform().await;
+    let bad = [
+        (json!({ "repo": "nope", "name": "x" }), "not_found"),
+        (json!({ "repo": "r", "name": "Bad_Name" }), "invalid_name"),
+        (json!({ "repo": "r", "name": "ok", "port": 70000 }), "invalid_argument"),
+        (json!({ "repo": "r", "name": "ok", "memory": 10 }), "invalid_argument"),
+        (json!({ "repo": "r", "name": "ok", "env_vars": { "1X": "v" } }), "invalid_argument"),
+        (json!({ "repo": "r", "name": "ok", "env_vars": { "PORT": "1" } }), "invalid_argument"),
+        (json!({ "repo": "r", "name": "ok", "branch": "../x" }), "invalid_argument"),
+    ];
+    tool_ok(call_tool(&client, "create_repo", json!({ "name": "r" })).await);
+    for (args, code) in bad {
+        let e = tool_err(call_tool(&client, "create_service", args.clone()).await);
+        let got = e["error"].as_str().unwrap();
+        assert!(got == code || (code == "invalid_name" && got == "invalid_argument"), "{args}: {e}");
+        assert!(e["message"].as_str().unwrap().len() > 20, "{e}");
+    }
+    // No commit yet: the service waits for the first push.
+    let waiting = tool_ok(call_tool(&client, "create_service", json!({ "repo": "r", "name": "later" })).await);
+    assert_eq!(waiting["status"], "waiting_for_push");
+    let e = tool_err(call_tool(&client, "redeploy_service", json!({ "name": "later" })).await);
+    assert!(e["message"].as_str().unwrap().contains("push"), "{e}");
+    // Another user's service is "not found", and its URL name is taken.
+    let (other_key, _) = p.new_key("other@example.test").await;
+    let other = mcp_client(&p.mcp_url(), &other_key).await.unwrap();
+    let e = tool_err(call_tool(&other, "get_service", json!({ "name": "later" })).await);
+    assert_eq!(e["error"], "not_found");
+    let d = tool_ok(call_tool(&other, "delete_service", json!({ "name": "later" })).await);
+    assert_eq!(d["deleted"], false, "{d}");
+    assert_eq!(service(&client, "later").await["name"], "later");
+    tool_ok(call_tool(&other, "create_repo", json!({ "name": "r" })).await);
+    let e = tool_err(call_tool(&other, "create_service", json!({ "repo": "r", "name": "later" })).await);
+    assert_eq!(e["error"], "name_taken", "{e}");
+    p.stop().await;
+}
