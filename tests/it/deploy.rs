@@ -243,7 +243,7 @@ async fn every_typed_failure_says_why() {
         let d = &s["deployments"][0];
         assert_eq!(d["failure"]["kind"], *kind, "{name}: {s}");
         assert!(d["hint"].as_str().is_some_and(|h| !h.is_empty()), "{name}: {d}");
-        assert_eq!(s["status"], "failed");
+        assert_eq!(s["status"], "failed", "{name}: {s}");
         match *kind {
             "build_failed" => {
                 assert_eq!(d["failure"]["exit_code"], 3, "{d}");
@@ -300,5 +300,64 @@ async fn bad_input_gets_actionable_errors() {
     tool_ok(call_tool(&other, "create_repo", json!({ "name": "r" })).await);
     let e = tool_err(call_tool(&other, "create_service", json!({ "repo": "r", "name": "later" })).await);
     assert_eq!(e["error"], "name_taken", "{e}");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_app_cannot_reach_the_platform_or_write_outside_its_directory() {
+    let (mut p, client) = platform().await;
+    Pushed::new(&client, "probe", "probe").await;
+    let secret_file = p.settings.data_dir.join("secret-keys");
+    assert!(secret_file.exists(), "the platform's key file is the read target");
+    let nats_port = p.settings.nats_url.rsplit(':').next().unwrap().to_owned();
+    let gateway_port = p.base_url.rsplit(':').next().unwrap().to_owned();
+    let env = json!({
+        "PROBE_READ": secret_file.display().to_string(),
+        "PROBE_TCP": format!("127.0.0.1:{nats_port},127.0.0.1:{gateway_port}"),
+    });
+    let created =
+        tool_ok(call_tool(&client, "create_service", json!({ "repo": "probe", "name": "probe", "env_vars": env })).await);
+    wait_latest(&client, "probe", "live", Duration::from_secs(60)).await;
+    let (status, body) = get(&reqwest::Client::new(), router(&p), created["url"].as_str().unwrap(), "/").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["uid"], 65534, "{report}");
+    assert!(report["cap_eff"].as_str().unwrap().trim_start_matches("CapEff:").trim().chars().all(|c| c == '0'), "{report}");
+    let attempts = report["attempts"].as_object().unwrap();
+    assert!(attempts.len() >= 7, "{report}");
+    for (what, outcome) in attempts {
+        let allowed = what == "write:/tmp/probe-test";
+        assert_eq!(outcome["ok"], allowed, "{what}: {outcome}");
+    }
+    for needle in [format!("tcp:127.0.0.1:{nats_port}"), format!("tcp:127.0.0.1:{gateway_port}"), "tcp:127.0.0.1:5432".into()] {
+        assert!(attempts.contains_key(&needle), "{needle} was probed: {report}");
+    }
+    // The variables were stored sealed: their values appear nowhere in the event store.
+    assert_eq!(p.adapters.store.events_containing(&format!("127.0.0.1:{nats_port},")).await.unwrap(), 0);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_builder_restarted_mid_build_completes_the_deployment_once() {
+    let no_builder = Components { builder: false, ..Components::ALL };
+    let mut p = TestPlatform::start(no_builder).await;
+    let (key, prefix) = p.new_key("restart@example.test").await;
+    let owner = p.adapters.store.api_key_by_prefix(&prefix).await.unwrap().unwrap().user_id;
+    let client = mcp_client(&p.mcp_url(), &key).await.unwrap();
+    let only_builder = Components { builder: true, ..Components::NONE };
+    let first = deploy_mcp::start(&p.settings, &p.adapters, only_builder, Default::default()).await.unwrap();
+    Pushed::new(&client, "slow", "static").await;
+    let args = json!({ "repo": "slow", "name": "slow", "build_command": "echo building; sleep 4; echo built" });
+    tool_ok(call_tool(&client, "create_service", args).await);
+    wait_latest(&client, "slow", "building", Duration::from_secs(30)).await;
+    first.stop().await; // the build dies with it, unacknowledged
+    let second = deploy_mcp::start(&p.settings, &p.adapters, only_builder, Default::default()).await.unwrap();
+    let s = wait_latest(&client, "slow", "live", Duration::from_secs(60)).await;
+    assert_eq!(s["deployments"].as_array().unwrap().len(), 1, "{s}");
+    let service_id = p.adapters.store.service_named(&owner, "default", "slow").await.unwrap().unwrap().service_id;
+    let types = p.adapters.store.event_types(&service_id).await.unwrap();
+    let count = |t: &str| types.iter().filter(|x| *x == t).count();
+    assert_eq!((count("BuildSucceeded"), count("DeploymentLive"), count("DeploymentFailed")), (1, 1, 0), "{types:?}");
+    second.stop().await;
     p.stop().await;
 }

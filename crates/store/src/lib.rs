@@ -200,4 +200,17 @@ impl Store {
     pub async fn event_count(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&self.pool).await?)
     }
+
+    /// The event types of one aggregate, in order (audits and tests).
+    pub async fn event_types(&self, aggregate_id: &str) -> Result<Vec<String>> {
+        let sql = "SELECT event_type FROM events WHERE aggregate_id = $1 ORDER BY sequence";
+        Ok(sqlx::query_scalar(sql).bind(aggregate_id).fetch_all(&self.pool).await?)
+    }
+
+    /// How many stored events contain `needle` in their payload (proves secrets are not stored
+    /// in clear).
+    pub async fn events_containing(&self, needle: &str) -> Result<i64> {
+        let sql = "SELECT count(*) FROM events WHERE strpos(payload::text, $1) > 0";
+        Ok(sqlx::query_scalar(sql).bind(needle).fetch_one(&self.pool).await?)
+    }
 }

@@ -674,6 +674,8 @@ impl McpServer {
         let project = p.project.unwrap_or_else(|| services::DEFAULT_PROJECT.to_owned());
         let row = self.service_row(&me.user_id, owner, &project, &p.name).await?;
         let deployments = self.state.store.deployments_of(&row.service_id, 5).await.map_err(unavailable)?;
+        // Read again after the deployments, so the status is never older than they are.
+        let row = self.state.store.service_named(&me.user_id, &project, &p.name).await.map_err(unavailable)?.unwrap_or(row);
         let live_row = match &row.live_deployment {
             Some(id) => match deployments.iter().find(|d| &d.deployment_id == id) {
                 Some(d) => Some(d.clone()),
