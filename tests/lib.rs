@@ -368,6 +368,12 @@ impl Scratch {
     }
 }
 
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -398,4 +404,3 @@ pub fn commit(dir: &Path, file: &str, contents: &str) -> String {
     git(dir, &["commit", "-q", "-m", &format!("write {file}")]).unwrap();
     git(dir, &["rev-parse", "HEAD"]).unwrap()
 }
-

@@ -67,7 +67,7 @@ pub struct Deployment {
 #[derive(Debug, Clone)]
 pub enum ServiceCommand {
     Create {
-        spec: Spec,
+        spec: Box<Spec>,
         /// The branch's head when the service was created, if the branch exists yet.
         first: Option<(DeploymentId, String)>,
         now: DateTime<Utc>,
@@ -120,7 +120,7 @@ impl Service {
     pub fn decide(&self, command: ServiceCommand) -> Result<Vec<ServiceEvent>, Rejection> {
         use ServiceCommand as C;
         match command {
-            C::Create { spec, first, now } => self.create(spec, first, now),
+            C::Create { spec, first, now } => self.create(*spec, first, now),
             C::RequestDeployment { owner, deployment_id, commit_sha, trigger, now } => {
                 self.live_spec(owner)?;
                 if self.deployments.contains_key(&deployment_id) {
@@ -145,13 +145,9 @@ impl Service {
             C::FinishBuild { deployment_id, artifact, plan, cached, now } => {
                 let d = self.deployment(deployment_id)?;
                 Ok(match d.status {
-                    Status::Queued | Status::Building => vec![ServiceEvent::BuildSucceeded {
-                        deployment_id,
-                        artifact,
-                        plan,
-                        cached,
-                        finished_at: now,
-                    }],
+                    Status::Queued | Status::Building => {
+                        vec![ServiceEvent::BuildSucceeded { deployment_id, artifact, plan, cached, finished_at: now }]
+                    }
                     _ => vec![],
                 })
             }
@@ -435,7 +431,7 @@ mod tests {
 
     fn created(owner: UserId, first: Option<(DeploymentId, String)>) -> Service {
         let mut s = Service::default();
-        when(&mut s, ServiceCommand::Create { spec: spec(owner), first, now: T });
+        when(&mut s, ServiceCommand::Create { spec: Box::new(spec(owner)), first, now: T });
         s
     }
 
@@ -492,19 +488,28 @@ mod tests {
         let mut s = created(UserId::new(), Some((d1, sha(1))));
         for c in [
             ServiceCommand::StartBuild { deployment_id: d1, now: T },
-            ServiceCommand::FinishBuild { deployment_id: d1, artifact: "a".into(), plan: "p".into(), cached: false, now: T },
+            ServiceCommand::FinishBuild {
+                deployment_id: d1,
+                artifact: "a".into(),
+                plan: "p".into(),
+                cached: false,
+                now: T,
+            },
             ServiceCommand::MarkLive { deployment_id: d1, now: T },
         ] {
             when(&mut s, c);
         }
         assert_eq!(s.should_run(), Some(d1));
-        when(&mut s, ServiceCommand::RequestDeployment {
-            owner: None,
-            deployment_id: d2,
-            commit_sha: sha(1),
-            trigger: DeployTrigger::Redeploy,
-            now: T,
-        });
+        when(
+            &mut s,
+            ServiceCommand::RequestDeployment {
+                owner: None,
+                deployment_id: d2,
+                commit_sha: sha(1),
+                trigger: DeployTrigger::Redeploy,
+                now: T,
+            },
+        );
         assert_eq!(s.deployments[&d2].status, Status::Queued, "a redeploy of the same commit is a new deployment");
         assert_eq!(s.deployments[&d1].status, Status::Live, "the live one keeps serving until replaced");
     }
@@ -548,14 +553,20 @@ mod tests {
     fn given_failed_deployment_when_failed_again_then_nothing() {
         let d = DeploymentId::new();
         let s = given(&[
-            ServiceEvent::DeploymentRequested { deployment_id: d, commit_sha: sha(1), trigger: DeployTrigger::Push, requested_at: T },
+            ServiceEvent::DeploymentRequested {
+                deployment_id: d,
+                commit_sha: sha(1),
+                trigger: DeployTrigger::Push,
+                requested_at: T,
+            },
             ServiceEvent::DeploymentFailed {
                 deployment_id: d,
                 reason: FailureReason::HealthCheckTimedOut { seconds: 1 },
                 failed_at: T,
             },
         ]);
-        let again = ServiceCommand::Fail { deployment_id: d, reason: FailureReason::OutOfMemory { limit_mb: 1 }, now: T };
+        let again =
+            ServiceCommand::Fail { deployment_id: d, reason: FailureReason::OutOfMemory { limit_mb: 1 }, now: T };
         assert!(s.decide(again).unwrap().is_empty());
     }
 

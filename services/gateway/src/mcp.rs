@@ -675,18 +675,27 @@ impl McpServer {
         let row = self.service_row(&me.user_id, owner, &project, &p.name).await?;
         let deployments = self.state.store.deployments_of(&row.service_id, 5).await.map_err(unavailable)?;
         // Read again after the deployments, so the status is never older than they are.
-        let row = self.state.store.service_named(&me.user_id, &project, &p.name).await.map_err(unavailable)?.unwrap_or(row);
+        let row =
+            self.state.store.service_named(&me.user_id, &project, &p.name).await.map_err(unavailable)?.unwrap_or(row);
         let live_row = match &row.live_deployment {
             Some(id) => match deployments.iter().find(|d| &d.deployment_id == id) {
                 Some(d) => Some(d.clone()),
-                None => self.state.store.deployments_of(&row.service_id, 100).await.map_err(unavailable)?
-                    .into_iter().find(|d| &d.deployment_id == id),
+                None => self
+                    .state
+                    .store
+                    .deployments_of(&row.service_id, 100)
+                    .await
+                    .map_err(unavailable)?
+                    .into_iter()
+                    .find(|d| &d.deployment_id == id),
             },
             None => None,
         };
         let lines = |n: Option<u32>| n.unwrap_or(DEFAULT_LOG_LINES).min(MAX_LOG_LINES) as usize;
         let build_log = match deployments.first() {
-            Some(d) => services::log_tail(&self.state, &d.deployment_id, LogKind::Build, lines(p.deploy_log_lines)).await,
+            Some(d) => {
+                services::log_tail(&self.state, &d.deployment_id, LogKind::Build, lines(p.deploy_log_lines)).await
+            }
             None => None,
         };
         let run_dep = live_row.as_ref().or(deployments.first()).map(|d| d.deployment_id.clone());
@@ -699,7 +708,11 @@ impl McpServer {
         let mut env = std::collections::BTreeMap::new();
         for (k, v) in sealed {
             let shown = if p.include_env == Some(true) {
-                self.state.apps.keyring.open(&v, &vault::env_context(&row.service_id, &k)).unwrap_or_else(|e| format!("(cannot open: {e})"))
+                self.state
+                    .apps
+                    .keyring
+                    .open(&v, &vault::env_context(&row.service_id, &k))
+                    .unwrap_or_else(|e| format!("(cannot open: {e})"))
             } else {
                 HIDDEN.to_owned()
             };

@@ -277,9 +277,8 @@ pub async fn create(state: &AppState, owner: UserId, new: NewService) -> Result<
     if let Some(existing) = find(state, owner, &new.project, &new.name).await? {
         return Ok(Created { service: existing, created: false, first_deployment: None });
     }
-    let repo = repos::find(&state.commands, owner, &new.repo)
-        .await?
-        .ok_or_else(|| RepoError::NotFound(new.repo.clone()))?;
+    let repo =
+        repos::find(&state.commands, owner, &new.repo).await?.ok_or_else(|| RepoError::NotFound(new.repo.clone()))?;
     let (claim_id, key) = service_claim(owner, &new.project, &new.name);
     let held: Claim = state.commands.load(&claim_id).await.map_err(unavailable)?;
     let service_id = match held.holder {
@@ -294,14 +293,14 @@ pub async fn create(state: &AppState, owner: UserId, new: NewService) -> Result<
         }
     };
     let hostname = hostname(&new.project, &new.name)?;
-    if let Err(holder) = claim(state, ClaimKind::Hostname, hostname.clone(), owner, service_id).await? {
-        if holder != Some(owner) {
-            release(state, ClaimKind::Service, &key, owner).await;
-            return Err(ServiceError::Taken(format!(
-                "the URL {} is taken by another service on this platform: choose another name (or project)",
-                state.apps.url(&hostname)
-            )));
-        }
+    if let Err(holder) = claim(state, ClaimKind::Hostname, hostname.clone(), owner, service_id).await?
+        && holder != Some(owner)
+    {
+        release(state, ClaimKind::Service, &key, owner).await;
+        return Err(ServiceError::Taken(format!(
+            "the URL {} is taken by another service on this platform: choose another name (or project)",
+            state.apps.url(&hostname)
+        )));
     }
     let attach = RepoCommand::AttachService { owner, service_id, branch: new.branch.clone() };
     state.commands.repos.execute(&repo.repo_id.to_string(), attach).await.map_err(unavailable)?;
@@ -311,11 +310,8 @@ pub async fn create(state: &AppState, owner: UserId, new: NewService) -> Result<
     };
     let first = head.map(|sha| (DeploymentId::new(), sha));
     let sid = service_id.to_string();
-    let env = new
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), state.apps.keyring.seal(v, &vault::env_context(&sid, k))))
-        .collect();
+    let env =
+        new.env.iter().map(|(k, v)| (k.clone(), state.apps.keyring.seal(v, &vault::env_context(&sid, k)))).collect();
     let spec = Spec {
         service_id,
         owner,
@@ -333,14 +329,19 @@ pub async fn create(state: &AppState, owner: UserId, new: NewService) -> Result<
         build_command: new.build_command,
         start_command: new.start_command,
     };
-    let cmd = ServiceCommand::Create { spec, first: first.clone(), now: Utc::now() };
+    let cmd = ServiceCommand::Create { spec: Box::new(spec), first: first.clone(), now: Utc::now() };
     state.commands.services.execute(&sid, cmd).await.map_err(unavailable)?;
     let service: Service = state.commands.load(&sid).await.map_err(unavailable)?;
     Ok(Created { service, created: true, first_deployment: first })
 }
 
 /// Deploys the branch's current head again (a new deployment, even of the same commit).
-pub async fn redeploy(state: &AppState, owner: UserId, project: &str, name: &str) -> Result<(Service, DeploymentId, String), ServiceError> {
+pub async fn redeploy(
+    state: &AppState,
+    owner: UserId,
+    project: &str,
+    name: &str,
+) -> Result<(Service, DeploymentId, String), ServiceError> {
     let service = find(state, owner, project, name).await?.ok_or_else(|| ServiceError::NotFound(name.to_owned()))?;
     let spec = service.spec.as_ref().expect("found services have a spec");
     let sha = state.git.head(spec.repo, &spec.branch).await.map_err(unavailable)?.ok_or_else(|| {
@@ -414,7 +415,8 @@ fn is_zero(n: &i32) -> bool {
 
 impl From<&DeploymentRow> for DeploymentView {
     fn from(d: &DeploymentRow) -> Self {
-        let hint = d.failure.as_ref().and_then(|f| serde_json::from_value::<FailureReason>(f.clone()).ok()).map(|f| hint(&f));
+        let hint =
+            d.failure.as_ref().and_then(|f| serde_json::from_value::<FailureReason>(f.clone()).ok()).map(|f| hint(&f));
         Self {
             deployment_id: d.deployment_id.clone(),
             commit: d.commit_sha.chars().take(12).collect(),
@@ -447,9 +449,13 @@ pub fn hint(f: &FailureReason) -> String {
             "nothing answered HTTP on PORT within {seconds} s: make the server bind 0.0.0.0:$PORT and answer GET /"
         ),
         FailureReason::OutOfMemory { limit_mb } => {
-            format!("the app used more than its {limit_mb} MiB: use less memory, or recreate the service with more `memory`")
+            format!(
+                "the app used more than its {limit_mb} MiB: use less memory, or recreate the service with more `memory`"
+            )
         }
-        FailureReason::ImagePullFailed { .. } => "the image could not be pulled: check the image name and registry".into(),
+        FailureReason::ImagePullFailed { .. } => {
+            "the image could not be pulled: check the image name and registry".into()
+        }
         FailureReason::Superseded { .. } => "a newer deployment replaced this one before it went live".into(),
         FailureReason::Internal { .. } => "the platform failed; call redeploy_service to try again".into(),
     }

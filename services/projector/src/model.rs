@@ -393,9 +393,10 @@ impl Model {
                 });
                 // A failed attempt leaves a live service live; the failure shows on the deployment.
                 let live = self.services.get(agg).and_then(|s| s.live_deployment.clone());
-                let pending = self.deployments.values().any(|d| {
-                    d.agg_id == agg && matches!(&*d.status, "queued" | "building" | "built" | "starting")
-                });
+                let pending = self
+                    .deployments
+                    .values()
+                    .any(|d| d.agg_id == agg && matches!(&*d.status, "queued" | "building" | "built" | "starting"));
                 let status = match (&live, pending) {
                     (_, true) => "deploying",
                     (Some(_), false) => "live",

@@ -36,9 +36,18 @@ pub enum StartError {
 /// What a running deployment reports after it went live.
 #[derive(Debug, Clone)]
 pub enum Report {
-    Crashed { service_id: ServiceId, deployment_id: DeploymentId, exit_code: Option<i32>, out_of_memory: bool },
+    Crashed {
+        service_id: ServiceId,
+        deployment_id: DeploymentId,
+        exit_code: Option<i32>,
+        out_of_memory: bool,
+    },
     /// Healthy again after a crash, now at `upstream`.
-    Recovered { service_id: ServiceId, deployment_id: DeploymentId, upstream: Option<Upstream> },
+    Recovered {
+        service_id: ServiceId,
+        deployment_id: DeploymentId,
+        upstream: Option<Upstream>,
+    },
 }
 
 /// A started deployment: where the router sends its traffic, and how to stop it.

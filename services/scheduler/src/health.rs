@@ -10,7 +10,8 @@ use tokio::net::TcpStream;
 pub async fn probe(addr: SocketAddr, host: &str) -> bool {
     let attempt = async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
-        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: deploy-mcp-health\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: deploy-mcp-health\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut head = [0u8; 12];
         let mut read = 0;

@@ -70,11 +70,14 @@ struct Current {
     running: Box<dyn Running>,
 }
 
-/// What this scheduler runs, by service; one lock per service serialises its handlers.
+/// What runs for one service; its lock serialises the service's handlers.
+type Slot = Arc<Mutex<Option<Current>>>;
+
+/// What this scheduler runs, by service.
 #[derive(Clone)]
 struct Scheduler {
     config: Config,
-    services: Arc<Mutex<HashMap<ServiceId, Arc<Mutex<Option<Current>>>>>>,
+    services: Arc<Mutex<HashMap<ServiceId, Slot>>>,
     reports: mpsc::Sender<Report>,
 }
 
@@ -111,7 +114,7 @@ impl Scheduler {
         format!("{hostname}.{}", self.config.base_domain)
     }
 
-    async fn slot(&self, service: ServiceId) -> Arc<Mutex<Option<Current>>> {
+    async fn slot(&self, service: ServiceId) -> Slot {
         self.services.lock().await.entry(service).or_default().clone()
     }
 
@@ -124,8 +127,7 @@ impl Scheduler {
                 return;
             }
         };
-        let (AnyEvent::Service(event), Ok(service)) =
-            (decoded.event, decoded.id.aggregate_id.parse::<ServiceId>())
+        let (AnyEvent::Service(event), Ok(service)) = (decoded.event, decoded.id.aggregate_id.parse::<ServiceId>())
         else {
             let _ = delivery.ack().await;
             return;

@@ -121,7 +121,7 @@ struct Supervisor {
 }
 
 enum Attempt {
-    Healthy(Sandbox, sandbox::Process),
+    Healthy(Box<(Sandbox, sandbox::Process)>),
     Failed(FailureReason),
     Stopped,
 }
@@ -146,7 +146,8 @@ impl Supervisor {
             };
             let (sb, mut process) = match attempt {
                 Attempt::Stopped => break,
-                Attempt::Healthy(sb, process) => {
+                Attempt::Healthy(started) => {
+                    let (sb, process) = *started;
                     let upstream = Upstream::Http(SocketAddr::new(sb.address().into(), self.launch.port));
                     *self.upstream.lock().expect("not poisoned") = Some(upstream.clone());
                     match first.take() {
@@ -260,7 +261,7 @@ impl Supervisor {
             }
         };
         let reason = match outcome {
-            Ok(true) => return Ok(Attempt::Healthy(sb, process)),
+            Ok(true) => return Ok(Attempt::Healthy(Box::new((sb, process)))),
             Ok(false) => {
                 let listened: Vec<u16> = sb.listening_ports().await.into_iter().filter(|p| *p != l.port).collect();
                 if listened.is_empty() {
