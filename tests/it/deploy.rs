@@ -102,8 +102,12 @@ async fn an_app_goes_live_redeploys_on_push_without_a_failed_request_and_is_dele
     let (mut p, client) = platform().await;
     let code = Pushed::new(&client, "shop", "python").await;
     let created = tool_ok(
-        call_tool(&client, "create_service", json!({ "repo": "shop", "name": "shop", "env_vars": { "GREETING": "hi there" } }))
-            .await,
+        call_tool(
+            &client,
+            "create_service",
+            json!({ "repo": "shop", "name": "shop", "env_vars": { "GREETING": "hi there" } }),
+        )
+        .await,
     );
     assert_eq!(created["status"], "deploying", "{created}");
     assert_eq!(created["deployment"]["status"], "queued");
@@ -315,21 +319,27 @@ async fn an_app_cannot_reach_the_platform_or_write_outside_its_directory() {
         "PROBE_READ": secret_file.display().to_string(),
         "PROBE_TCP": format!("127.0.0.1:{nats_port},127.0.0.1:{gateway_port}"),
     });
-    let created =
-        tool_ok(call_tool(&client, "create_service", json!({ "repo": "probe", "name": "probe", "env_vars": env })).await);
+    let created = tool_ok(
+        call_tool(&client, "create_service", json!({ "repo": "probe", "name": "probe", "env_vars": env })).await,
+    );
     wait_latest(&client, "probe", "live", Duration::from_secs(60)).await;
     let (status, body) = get(&reqwest::Client::new(), router(&p), created["url"].as_str().unwrap(), "/").await.unwrap();
     assert_eq!(status, 200, "{body}");
     let report: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(report["uid"], 65534, "{report}");
-    assert!(report["cap_eff"].as_str().unwrap().trim_start_matches("CapEff:").trim().chars().all(|c| c == '0'), "{report}");
+    assert!(
+        report["cap_eff"].as_str().unwrap().trim_start_matches("CapEff:").trim().chars().all(|c| c == '0'),
+        "{report}"
+    );
     let attempts = report["attempts"].as_object().unwrap();
     assert!(attempts.len() >= 7, "{report}");
     for (what, outcome) in attempts {
         let allowed = what == "write:/tmp/probe-test";
         assert_eq!(outcome["ok"], allowed, "{what}: {outcome}");
     }
-    for needle in [format!("tcp:127.0.0.1:{nats_port}"), format!("tcp:127.0.0.1:{gateway_port}"), "tcp:127.0.0.1:5432".into()] {
+    for needle in
+        [format!("tcp:127.0.0.1:{nats_port}"), format!("tcp:127.0.0.1:{gateway_port}"), "tcp:127.0.0.1:5432".into()]
+    {
         assert!(attempts.contains_key(&needle), "{needle} was probed: {report}");
     }
     // The variables were stored sealed: their values appear nowhere in the event store.

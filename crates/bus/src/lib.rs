@@ -7,8 +7,8 @@ mod defs;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer::pull::{Config as PullConfig, OrderedConfig};
 use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::pull::{Config as PullConfig, OrderedConfig};
 use async_nats::jetstream::consumer::{DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{self, Context};
 use bytes::Bytes;

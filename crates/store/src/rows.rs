@@ -529,7 +529,8 @@ impl Store {
              FROM (SELECT * FROM {READ_MODEL_SCHEMA}.deployments WHERE agg_id = $1
                    ORDER BY requested_at DESC, deployment_id DESC LIMIT $2) t"
         );
-        let json: serde_json::Value = sqlx::query_scalar(&sql).bind(service_id).bind(limit).fetch_one(&self.pool).await?;
+        let json: serde_json::Value =
+            sqlx::query_scalar(&sql).bind(service_id).bind(limit).fetch_one(&self.pool).await?;
         serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))
     }
 

@@ -15,9 +15,7 @@ use rand::RngExt as _;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "secret keys must be `<id>:<base64 of 32 bytes>` separated by commas (the first seals); {0}"
-    )]
+    #[error("secret keys must be `<id>:<base64 of 32 bytes>` separated by commas (the first seals); {0}")]
     BadKeys(String),
     #[error("this value was sealed with key `{0}`, which the configuration no longer has")]
     UnknownKey(String),
