@@ -371,3 +371,25 @@ async fn a_builder_restarted_mid_build_completes_the_deployment_once() {
     second.stop().await;
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crashed_app_is_restarted_and_its_state_shown() {
+    let (mut p, client) = platform().await;
+    Pushed::new(&client, "flaky", "python").await;
+    // The app serves for three seconds, then dies (exit 124), again and again.
+    let args = json!({ "repo": "flaky", "name": "flaky", "start_command": "timeout 3 python3 main.py" });
+    let created = tool_ok(call_tool(&client, "create_service", args).await);
+    wait_latest(&client, "flaky", "live", Duration::from_secs(60)).await;
+    let s = eventually(Duration::from_secs(30), "a crash and a restart", || async {
+        let s = service(&client, "flaky").await;
+        (s["live"]["restarts"].as_i64().unwrap_or(0) >= 1 && s["live"]["status"] == "live").then_some(s)
+    })
+    .await;
+    assert_eq!(s["status"], "live", "{s}");
+    let log = s["runtime_log"]["lines"].to_string();
+    assert!(log.contains("listening on"), "{log}");
+    assert!(log.contains("the app exited"), "{log}");
+    let (status, _) = get(&reqwest::Client::new(), router(&p), created["url"].as_str().unwrap(), "/").await.unwrap();
+    assert_eq!(status, 200, "served again after the restart");
+    p.stop().await;
+}
