@@ -1,0 +1,101 @@
+//! The built-in reverse proxy: routes `http://<name>.<base-domain>` by Host header to the live deployment of each
+//! service, an app listening on an address or a directory of static files.
+//!
+//! Zero-downtime switches: `Routes::set(host, new)`, then `Routes::drain(old)`, then stop the old deployment.
+//! The router knows nothing of deployments, events or the store: it only sees the route table its owner writes.
+
+mod body;
+mod host;
+mod pool;
+mod proxy;
+mod routes;
+mod static_files;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use routes::Routes;
+
+use proxy::{Client, Shared};
+
+/// Against slowloris: a client must send its request headers within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// After shutdown, in-flight requests get this long to finish before their connections are dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Pause after an accept error (such as too many open files) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Where the requests of a host go.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Upstream {
+    /// A running app (in its own network namespace; reachable from the host at this address).
+    Http(SocketAddr),
+    /// A static site: files served by the router itself from this directory.
+    Static(PathBuf),
+}
+
+/// Serves until `shutdown`, then stops accepting and lets in-flight requests finish (for at most 10 s).
+/// Accept errors are logged and retried, so this returns only after shutdown.
+pub async fn serve(listener: TcpListener, routes: Routes, shutdown: CancellationToken) -> std::io::Result<()> {
+    let shared = Arc::new(Shared { routes, hard_stop: CancellationToken::new() });
+    let _hard_stop = shared.hard_stop.clone().drop_guard();
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    connections.spawn(serve_connection(builder.clone(), stream, peer, Arc::clone(&shared), shutdown.clone()));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let finished = tokio::time::timeout(SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} });
+    if finished.await.is_err() {
+        tracing::warn!(open = connections.len(), "connections still busy after the shutdown grace; dropping them");
+    }
+    Ok(())
+}
+
+async fn serve_connection(
+    builder: http1::Builder,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let ip = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let client = Arc::new(Client { shared, ip });
+    let service = service_fn(move |req| proxy::handle(Arc::clone(&client), req));
+    let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "client connection ended");
+    }
+}
