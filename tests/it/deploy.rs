@@ -91,10 +91,15 @@ async fn wait_latest(client: &Client, name: &str, status: &str, timeout: Duratio
 }
 
 async fn platform() -> (TestPlatform, Client) {
+    let (p, client, _) = platform_with_key().await;
+    (p, client)
+}
+
+async fn platform_with_key() -> (TestPlatform, Client, String) {
     let p = TestPlatform::start(Components::ALL).await;
     let (key, _) = p.new_key(&format!("{}@example.test", deploy_mcp_tests::unique("dev"))).await;
     let client = mcp_client(&p.mcp_url(), &key).await.unwrap();
-    (p, client)
+    (p, client, key)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -391,5 +396,51 @@ async fn a_crashed_app_is_restarted_and_its_state_shown() {
     assert!(log.contains("the app exited"), "{log}");
     let (status, _) = get(&reqwest::Client::new(), router(&p), created["url"].as_str().unwrap(), "/").await.unwrap();
     assert_eq!(status, 200, "served again after the restart");
+    p.stop().await;
+}
+
+/// An MCP client that records the progress notifications it receives.
+#[derive(Clone, Default)]
+struct Progress(Arc<std::sync::Mutex<Vec<(f64, String)>>>);
+
+impl rmcp::ClientHandler for Progress {
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        self.0.lock().unwrap().push((params.progress, params.message.unwrap_or_default()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiting_create_reports_each_phase_as_progress() {
+    use rmcp::ServiceExt as _;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+    let (mut p, client, key) = platform_with_key().await;
+    Pushed::new(&client, "watch", "python").await;
+    let progress = Progress::default();
+    let config = StreamableHttpClientTransportConfig::with_uri(p.mcp_url()).auth_header(key);
+    let watcher = progress.clone().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+    let args = json!({ "repo": "watch", "name": "watch", "wait": true });
+    let params =
+        rmcp::model::CallToolRequestParams::new("create_service").with_arguments(args.as_object().unwrap().clone());
+    let done = tool_ok(watcher.call_tool(params).await.unwrap());
+    assert_eq!(done["status"], "live", "{done}");
+    assert_eq!(done["deployment"]["status"], "live", "{done}");
+    let seen = progress.0.lock().unwrap().clone();
+    let phases: Vec<&str> = seen.iter().map(|(_, m)| m.as_str()).collect();
+    assert_eq!(phases.first(), Some(&"queued"), "{seen:?}");
+    assert_eq!(&phases[phases.len() - 2..], ["healthy", "live"], "{seen:?}");
+    let order = ["queued", "building", "starting", "healthy", "live"];
+    let positions: Vec<usize> = phases.iter().map(|m| order.iter().position(|o| o == m).unwrap()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "phases in order, each once: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "progress increases: {seen:?}");
+    // Without `wait`, the same client gets its answer at once.
+    Pushed::new(&client, "fast", "static").await;
+    let quick = tool_ok(call_tool(&client, "create_service", json!({ "repo": "fast", "name": "fast" })).await);
+    assert_eq!(quick["status"], "deploying");
     p.stop().await;
 }

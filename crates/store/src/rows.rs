@@ -522,6 +522,11 @@ impl Store {
         json.map(|j| serde_json::from_value(j).map_err(|e| Error::Decode(format!("services: {e}")))).transpose()
     }
 
+    /// One deployment by id.
+    pub async fn deployment(&self, deployment_id: &str) -> Result<Option<DeploymentRow>> {
+        self.one::<DeploymentRow>("deployments", "deployment_id", deployment_id).await
+    }
+
     /// The most recent deployments of a service, newest first.
     pub async fn deployments_of(&self, service_id: &str, limit: i64) -> Result<Vec<DeploymentRow>> {
         let sql = format!(

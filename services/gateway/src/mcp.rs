@@ -8,8 +8,10 @@ use rmcp::handler::server::common::Extension;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::IntoCallToolResult;
 use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::ProgressNotificationParam;
 use rmcp::model::{CallToolResponse, CallToolResult, Implementation, ServerCapabilities, ServerConfig};
-use rmcp::{Json, ServerHandler, tool, tool_handler, tool_router};
+use rmcp::service::RequestContext;
+use rmcp::{Json, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -266,6 +268,11 @@ pub struct CreateServiceParams {
     /// Replaces the detected start command (e.g. `python3 app.py`); the app must listen on $PORT.
     #[serde(default)]
     pub start_command: Option<String>,
+    /// Wait until the first deployment is live or failed (at most 120 s) instead of returning at
+    /// once; with a progress token, each phase (queued, building, starting, healthy, live) is
+    /// reported as a progress notification meanwhile.
+    #[serde(default)]
+    pub wait: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -275,6 +282,19 @@ pub struct ServiceParams {
     /// Its project (default `default`).
     #[serde(default)]
     pub project: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct RedeployParams {
+    /// The service's name.
+    pub name: String,
+    /// Its project (default `default`).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Wait until the deployment is live or failed (at most 120 s), reporting its phases as
+    /// progress notifications when the request carries a progress token.
+    #[serde(default)]
+    pub wait: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -559,7 +579,8 @@ impl McpServer {
 
     /// Deploy a repository's branch as a web service. Returns at once with the URL and the queued
     /// deployment; the build and start run in the background (usually a few seconds): call
-    /// `get_service` to see the status, the build log and why a deployment failed. Every push to
+    /// `get_service` to see the status, the build log and why a deployment failed (or pass
+    /// `wait: true` to wait for live or failed, with progress notifications). Every push to
     /// the branch redeploys. The app must listen on the `PORT` environment variable (default
     /// 8080). Safe to retry: an existing service of this name is returned with `created: false`.
     #[tool(
@@ -576,7 +597,9 @@ impl McpServer {
         &self,
         Parameters(p): Parameters<CreateServiceParams>,
         Extension(parts): Extension<http::request::Parts>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<Json<CreatedService>, ToolError> {
+        let wait = p.wait == Some(true);
         let me = principal(&parts)?;
         let owner = user_id(&me)?;
         let new = services::NewService::validate(
@@ -603,12 +626,12 @@ impl McpServer {
         }
         let created = services::create(&self.state, owner, new).await?;
         let spec = created.service.spec.as_ref().expect("a created service has a spec");
-        let deployment = created.first_deployment.map(|(id, sha)| RequestedDeployment {
+        let mut deployment = created.first_deployment.as_ref().map(|(id, sha)| RequestedDeployment {
             deployment_id: id.to_string(),
             commit: sha.chars().take(12).collect(),
             status: "queued".into(),
         });
-        let (status, next_step) = match (&deployment, created.created) {
+        let (mut status, mut next_step) = match (&deployment, created.created) {
             (_, false) => ("exists".to_owned(), "the service already exists: call get_service for its status".into()),
             (Some(_), true) => (
                 "deploying".to_owned(),
@@ -619,6 +642,13 @@ impl McpServer {
                 format!("branch `{}` has no commit yet: push to it and the service deploys by itself", spec.branch),
             ),
         };
+        if let (true, Some(d)) = (wait, &created.first_deployment) {
+            let outcome = self.follow(&ctx, spec.service_id, d.0).await;
+            (status, next_step) = outcome.status_and_next_step();
+            if let Some(dep) = deployment.as_mut() {
+                dep.status = status.clone();
+            }
+        }
         Ok(Json(CreatedService {
             url: self.state.apps.url(&spec.hostname),
             name: spec.name.clone(),
@@ -756,23 +786,28 @@ impl McpServer {
     )]
     pub async fn redeploy_service(
         &self,
-        Parameters(p): Parameters<ServiceParams>,
+        Parameters(p): Parameters<RedeployParams>,
         Extension(parts): Extension<http::request::Parts>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<Json<Redeployed>, ToolError> {
         let me = principal(&parts)?;
         let owner = user_id(&me)?;
         let project = p.project.unwrap_or_else(|| services::DEFAULT_PROJECT.to_owned());
         let (service, id, sha) = services::redeploy(&self.state, owner, &project, &p.name).await?;
         let spec = service.spec.as_ref().expect("found services have a spec");
+        let (mut status, mut next_step) = ("queued".to_owned(), "call get_service to follow the deployment".to_owned());
+        if p.wait == Some(true) {
+            (status, next_step) = self.follow(&ctx, spec.service_id, id).await.status_and_next_step();
+        }
         Ok(Json(Redeployed {
             name: spec.name.clone(),
             url: self.state.apps.url(&spec.hostname),
             deployment: RequestedDeployment {
                 deployment_id: id.to_string(),
                 commit: sha.chars().take(12).collect(),
-                status: "queued".into(),
+                status,
             },
-            next_step: "call get_service to follow the deployment".into(),
+            next_step,
         }))
     }
 
@@ -841,7 +876,99 @@ impl McpServer {
     }
 }
 
+/// Where a followed deployment ended up.
+enum Followed {
+    Live,
+    Failed(String),
+    StillRunning(&'static str),
+}
+
+impl Followed {
+    fn status_and_next_step(self) -> (String, String) {
+        match self {
+            Self::Live => ("live".into(), "the URL answers now; get_service shows the logs".into()),
+            Self::Failed(kind) => {
+                (format!("failed: {kind}"), "call get_service for the reason, the log tail and a hint".into())
+            }
+            Self::StillRunning(phase) => {
+                (phase.to_owned(), "still deploying after the wait: call get_service to follow it".into())
+            }
+        }
+    }
+}
+
+/// The longest a tool waits for a deployment when asked to.
+const FOLLOW_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl McpServer {
+    /// Follows a deployment to live or failed (bounded), reporting each phase as a progress
+    /// notification when the request carries a progress token. Reads the event store, so it sees
+    /// each phase the moment it is committed.
+    async fn follow(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        service: events::ServiceId,
+        id: events::DeploymentId,
+    ) -> Followed {
+        use domain::Status;
+        const TOTAL: f64 = 5.0;
+        let token = ctx.meta.get_progress_token();
+        let mut reported = 0.0;
+        let deadline = tokio::time::Instant::now() + FOLLOW_LIMIT;
+        let mut phase;
+        loop {
+            let state: Option<domain::Service> = self.state.commands.load(&service.to_string()).await.ok();
+            let d = state.as_ref().and_then(|s| s.deployments.get(&id));
+            let (step, name, done) = match d.map(|d| d.status) {
+                None | Some(Status::Queued) => (1.0, "queued", None),
+                Some(Status::Building | Status::Built) => (2.0, "building", None),
+                Some(Status::Starting) => (3.0, "starting", None),
+                Some(Status::Live | Status::Crashed) => (5.0, "live", Some(Followed::Live)),
+                Some(Status::Failed) => {
+                    let kind = self.failure_kind(id).await;
+                    (reported, "failed", Some(Followed::Failed(kind)))
+                }
+            };
+            phase = name;
+            if let Some(token) = &token {
+                // Live implies the health check passed: report both phases.
+                let steps: &[(f64, &str)] =
+                    if step == 5.0 { &[(4.0, "healthy"), (5.0, "live")] } else { &[(step, name)] };
+                for (n, message) in steps {
+                    if *n > reported {
+                        reported = *n;
+                        let note =
+                            ProgressNotificationParam::new(token.clone(), *n).with_total(TOTAL).with_message(*message);
+                        let _ = ctx.peer.notify_progress(note).await;
+                    }
+                }
+            }
+            if let Some(done) = done {
+                return done;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Followed::StillRunning(phase);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                _ = ctx.ct.cancelled() => return Followed::StillRunning(phase),
+            }
+        }
+    }
+
+    /// The failure kind of a deployment, as the read model states it (e.g. `build_failed`).
+    async fn failure_kind(&self, id: events::DeploymentId) -> String {
+        for _ in 0..20 {
+            if let Ok(Some(d)) = self.state.store.deployment(&id.to_string()).await
+                && let Some(kind) = d.failure.as_ref().and_then(|f| f["kind"].as_str())
+            {
+                return kind.to_owned();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        "see get_service".into()
+    }
+
     /// The service's read-model row. A service created a moment ago may not be projected yet:
     /// the command side says whether it exists, and the read is retried briefly.
     async fn service_row(
