@@ -444,3 +444,40 @@ async fn a_waiting_create_reports_each_phase_as_progress() {
     assert_eq!(quick["status"], "deploying");
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduler_restarted_mid_start_completes_once_and_restores_live_apps() {
+    let no_scheduler = Components { scheduler: false, ..Components::ALL };
+    let mut p = TestPlatform::start(no_scheduler).await;
+    let (key, prefix) = p.new_key("sched@example.test").await;
+    let owner = p.adapters.store.api_key_by_prefix(&prefix).await.unwrap().unwrap().user_id;
+    let client = mcp_client(&p.mcp_url(), &key).await.unwrap();
+    let only_scheduler = Components { scheduler: true, ..Components::NONE };
+    let first = deploy_mcp::start(&p.settings, &p.adapters, only_scheduler, Default::default()).await.unwrap();
+    Pushed::new(&client, "slowstart", "python").await;
+    let args = json!({ "repo": "slowstart", "name": "slowstart", "start_command": "sleep 3; exec python3 main.py" });
+    let created = tool_ok(call_tool(&client, "create_service", args).await);
+    wait_latest(&client, "slowstart", "starting", Duration::from_secs(30)).await;
+    first.stop().await; // the starting app dies with it; the event is not acknowledged
+    let second = deploy_mcp::start(&p.settings, &p.adapters, only_scheduler, Default::default()).await.unwrap();
+    wait_latest(&client, "slowstart", "live", Duration::from_secs(60)).await;
+    let url = created["url"].as_str().unwrap();
+    let http = reqwest::Client::new();
+    assert_eq!(get(&http, second.router_addr.unwrap(), url, "/").await.unwrap().0, 200);
+    let service_id = p.adapters.store.service_named(&owner, "default", "slowstart").await.unwrap().unwrap().service_id;
+    let types = p.adapters.store.event_types(&service_id).await.unwrap();
+    let count = |t: &str| types.iter().filter(|x| *x == t).count();
+    assert_eq!((count("DeploymentLive"), count("DeploymentFailed")), (1, 0), "{types:?}");
+
+    // A later restart brings the live app back without a new deployment.
+    second.stop().await;
+    let third = deploy_mcp::start(&p.settings, &p.adapters, only_scheduler, Default::default()).await.unwrap();
+    eventually(Duration::from_secs(30), "the live app restored", || async {
+        let (status, _) = get(&http, third.router_addr.unwrap(), url, "/").await.ok()?;
+        (status == 200).then_some(())
+    })
+    .await;
+    assert_eq!(service(&client, "slowstart").await["deployments"].as_array().unwrap().len(), 1);
+    third.stop().await;
+    p.stop().await;
+}

@@ -79,6 +79,8 @@ struct Scheduler {
     config: Config,
     services: Arc<Mutex<HashMap<ServiceId, Slot>>>,
     reports: mpsc::Sender<Report>,
+    /// Handlers stop with the scheduler; their unacknowledged events are redelivered.
+    shutdown: CancellationToken,
 }
 
 /// Runs until `shutdown`; then stops every deployment it runs.
@@ -86,7 +88,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     config.bus.ping().await?;
     config.driver.clean_up().await;
     let (reports, mut report_rx) = mpsc::channel(256);
-    let scheduler = Scheduler { config: config.clone(), services: Arc::default(), reports };
+    let scheduler = Scheduler { config: config.clone(), services: Arc::default(), reports, shutdown: shutdown.clone() };
     scheduler.restore().await?;
     tracing::info!("scheduler ready");
 
@@ -98,7 +100,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             batch = batches.next() => match batch {
                 Some(Ok(batch)) => for delivery in batch {
                     let s = scheduler.clone();
-                    tokio::spawn(async move { s.handle(delivery).await });
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = s.handle(delivery) => {}
+                            _ = s.shutdown.cancelled() => {}
+                        }
+                    });
                 },
                 Some(Err(e)) => break Err(e.into()),
                 None => break Ok(()),

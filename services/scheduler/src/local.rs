@@ -152,7 +152,11 @@ impl Supervisor {
                     *self.upstream.lock().expect("not poisoned") = Some(upstream.clone());
                     match first.take() {
                         Some(tx) => {
-                            let _ = tx.send(Ok(()));
+                            if tx.send(Ok(())).is_err() {
+                                // Nobody waits for this start any more (the scheduler stopped).
+                                let _ = sb.destroy(Duration::ZERO).await;
+                                break;
+                            }
                         }
                         None => {
                             let _ = reports
