@@ -62,8 +62,14 @@ fn main() {
     shutdown.cancel();
     // The same run through nginx, when installed, as a yardstick on this machine at this moment.
     if let Some(mut nginx) = Nginx::start(app) {
+        let cpu_before = children_cpu_seconds(nginx.child.id());
         if let Some(proxied) = wrk(nginx.addr) {
+            let cpu = children_cpu_seconds(nginx.child.id()) - cpu_before;
             proxied.print("nginx");
+            println!(
+                "nginx CPU: {cpu:.2} s, {:.1} us per request",
+                cpu * 1e6 / (proxied.requests_per_second * f64::from(SECONDS))
+            );
             println!("ratio nginx/direct: {:.2}", proxied.requests_per_second / direct.requests_per_second);
         }
         nginx.stop();
@@ -162,6 +168,30 @@ async fn start_app() -> SocketAddr {
     addr
 }
 
+/// CPU time (user + system) of the processes whose parent is `parent` (nginx's workers), from /proc.
+fn children_cpu_seconds(parent: u32) -> f64 {
+    let Ok(processes) = std::fs::read_dir("/proc") else { return 0.0 };
+    let ticks: u64 = processes
+        .flatten()
+        .filter_map(|process| std::fs::read_to_string(process.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let fields = stat_fields(&stat)?;
+            (fields.get(1)?.parse::<u32>().ok()? == parent).then(|| cpu_ticks(&fields))?
+        })
+        .sum();
+    ticks as f64 / 100.0
+}
+
+/// The fields after the parenthesised command of a /proc stat line, starting with the state.
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(stat[stat.rfind(')')? + 2..].split(' ').collect())
+}
+
+/// utime + stime (fields 14 and 15 of the stat line).
+fn cpu_ticks(fields: &[&str]) -> Option<u64> {
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
 /// CPU time (user + system) of this process's threads called `name`, from /proc; 0 where there is none.
 fn thread_cpu_seconds(name: &str) -> f64 {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
@@ -169,12 +199,7 @@ fn thread_cpu_seconds(name: &str) -> f64 {
         .flatten()
         .filter(|task| std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name))
         .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
-        .filter_map(|stat| {
-            // Fields after the parenthesised command: state is field 3, utime 14 and stime 15.
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let fields: Vec<&str> = rest.split(' ').collect();
-            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-        })
+        .filter_map(|stat| cpu_ticks(&stat_fields(&stat)?))
         .sum();
     // Linux reports in USER_HZ, 100 on every common configuration.
     ticks as f64 / 100.0
