@@ -8,7 +8,8 @@
 #     $DEPLOY_MCP_NATS_PORT (14222), monitor on $DEPLOY_MCP_NATS_MONITOR_PORT (18222). The distro's
 #     nats-server 2.9 on 4222 is too old and is left alone;
 #   - PowerDNS (sqlite backend) on 127.0.0.1:15353, REST API on 127.0.0.1:18081;
-#     bubblewrap, nftables, iproute2 (the app sandbox), python3 and node (fixture apps).
+#     bubblewrap, nftables, iproute2 (the app sandbox), buildah (Dockerfile builds), python3,
+#     node and a static busybox (fixture apps).
 # Every step is idempotent: a second run only checks and exports.
 # Servers started here are detached (setsid) and outlive the script; their logs and pid files are
 # under $DEPLOY_MCP_CACHE (nats/, pdns/).
@@ -345,7 +346,8 @@ setup_nats() {
 setup_pdns() {
 	# The app sandbox needs bubblewrap, nft (its firewall), ip (namespaces, veths) and setpriv;
 	# python3 and node run the fixture apps in tests.
-	need_apt pdns-server pdns-backend-sqlite3 bubblewrap sqlite3 nftables iproute2 util-linux python3
+	need_apt pdns-server pdns-backend-sqlite3 bubblewrap sqlite3 nftables iproute2 util-linux python3 \
+		buildah busybox-static
 	command -v node >/dev/null 2>&1 || need_apt nodejs
 	if dm_installed_this_run pdns-server && command -v systemctl >/dev/null 2>&1 &&
 		systemctl is-active --quiet pdns 2>/dev/null; then

@@ -27,6 +27,8 @@ pub enum FailureReason {
     HealthCheckTimedOut { seconds: u32 },
     OutOfMemory { limit_mb: u32 },
     ImagePullFailed { image: String, message: String },
+    /// A resource the variables reference is missing or not ready.
+    ResourceNotReady { name: String, status: String },
     Superseded { by: DeploymentId },
     Internal { message: String },
 }
@@ -59,6 +61,10 @@ pub enum ServiceEvent {
         port: Option<u16>,
         /// Variables by name; values are sealed because any of them may be a secret.
         env: BTreeMap<String, Sealed>,
+        /// Resources the variables reference (`${{ resources.<name>.<field> }}`), resolved at
+        /// each deployment's start.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        resources: Vec<String>,
         memory_mb: u32,
         cpu_millis: u32,
         install_command: Option<String>,

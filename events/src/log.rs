@@ -38,4 +38,18 @@ pub struct ArtifactManifest {
     pub start: Option<String>,
     /// The directory the router serves, relative to the output, for a static site.
     pub static_root: Option<String>,
+    /// For an image built from a Dockerfile: how to run it. Its root filesystem is `rootfs/`
+    /// inside the output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageRun>,
+}
+
+/// How an image built from a Dockerfile runs: its entrypoint and command, environment and
+/// working directory, from the image's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ImageRun {
+    pub argv: Vec<String>,
+    /// `NAME=value` pairs from the image.
+    pub env: Vec<String>,
+    pub working_dir: String,
 }

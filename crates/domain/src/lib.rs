@@ -6,11 +6,14 @@
 mod account;
 mod claim;
 mod repo;
+pub mod refs;
+mod resource;
 mod service;
 
 pub use account::{Account, AccountCommand};
 pub use claim::{Claim, ClaimCommand};
 pub use repo::{MAX_LIVE_TOKENS, Repo, RepoCommand};
+pub use resource::{Resource, ResourceCommand, ResourceSpec, ResourceStatus};
 pub use service::{Deployment, Service, ServiceCommand, Spec, Status, is_commit_sha};
 
 use serde::{Deserialize, Serialize};

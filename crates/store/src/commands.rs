@@ -1,6 +1,6 @@
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateContext, AggregateError, EventStore};
-use domain::{Account, Claim, Repo, Service};
+use domain::{Account, Claim, Repo, Resource, Service};
 use postgres_es::{PostgresCqrs, PostgresEventRepository, postgres_cqrs};
 
 use crate::Store;
@@ -14,6 +14,7 @@ pub struct Commands {
     pub claims: PostgresCqrs<Claim>,
     pub repos: PostgresCqrs<Repo>,
     pub services: PostgresCqrs<Service>,
+    pub resources: PostgresCqrs<Resource>,
     store: Store,
 }
 
@@ -30,6 +31,7 @@ impl Commands {
             claims: postgres_cqrs(store.pool.clone(), vec![], ()),
             repos: postgres_cqrs(store.pool.clone(), vec![], ()),
             services: postgres_cqrs(store.pool.clone(), vec![], ()),
+            resources: postgres_cqrs(store.pool.clone(), vec![], ()),
             store: store.clone(),
         }
     }

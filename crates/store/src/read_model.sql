@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS {schema}.services (
     build_pack      text NOT NULL,
     port            integer,
     env             jsonb NOT NULL,
+    resources       jsonb NOT NULL,
     memory_mb       integer NOT NULL,
     cpu_millis      integer NOT NULL,
     install_command text,

@@ -187,6 +187,8 @@ row! {
         pub port: Option<i32>,
         /// Variable name → sealed value.
         pub env: serde_json::Value,
+        /// Names of the resources the variables reference.
+        pub resources: serde_json::Value,
         pub memory_mb: i32,
         pub cpu_millis: i32,
         pub install_command: Option<String>,

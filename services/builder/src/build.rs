@@ -187,56 +187,64 @@ impl Job<'_> {
                 })
             })?;
             log.platform(format!("plan: {}", plan.describe())).await;
-            if plan.provider == plan::Provider::Dockerfile {
-                return Err(Outcome::Failed(FailureReason::BuildFailed {
-                    command: "build the Dockerfile".into(),
-                    exit_code: None,
-                    log_tail: vec![
-                        "build_pack `dockerfile` needs the Kubernetes runtime (it runs OCI images); this platform \
-                         runs apps with its local runtime: use build_pack `railpack` (the default) or `static`"
-                            .into(),
-                    ],
-                }));
-            }
             let key = format!("{}-{}", self.commit_sha, &plan.key()[..16]);
             let out = artifact_dir(data, &key);
             if tokio::fs::try_exists(manifest_path(data, &key)).await.unwrap_or(false) {
                 return Ok(Built { artifact: key, plan, cached: true });
             }
-            for (what, command) in [("install", &plan.install), ("build", &plan.build)] {
-                if let Some(command) = command {
-                    self.run_step(what, command, &work, log).await?;
-                }
-            }
-            let manifest = ArtifactManifest {
+            let mut manifest = ArtifactManifest {
                 provider: plan.provider.as_str().to_owned(),
                 start: plan.start.clone(),
                 static_root: plan.static_root.clone(),
+                image: None,
             };
-            // Output first, manifest last: a manifest means a complete output.
             let _ = tokio::fs::remove_dir_all(&out).await;
-            move_tree(&work, &out).await.map_err(retry)?;
+            if plan.provider == plan::Provider::Dockerfile {
+                let staging = work.with_extension("image");
+                let _ = tokio::fs::remove_dir_all(&staging).await;
+                tokio::fs::create_dir_all(&staging).await.map_err(retry)?;
+                let sb = self.config.sandbox.create(self.sandbox_spec(&work)).await.map_err(retry)?;
+                let tag = format!("localhost/dmcp-build:{}", self.deployment_id.short());
+                let built = crate::image::build(&sb, &work, &staging, &tag, plan.start.as_deref(), log).await;
+                let _ = sb.destroy(Duration::from_secs(1)).await;
+                manifest.image = Some(built?);
+                manifest.start = None;
+                move_tree(&staging, &out).await.map_err(retry)?;
+            } else {
+                for (what, command) in [("install", &plan.install), ("build", &plan.build)] {
+                    if let Some(command) = command {
+                        self.run_step(what, command, &work, log).await?;
+                    }
+                }
+                // Output first, manifest last: a manifest means a complete output.
+                move_tree(&work, &out).await.map_err(retry)?;
+            }
             let json = serde_json::to_vec_pretty(&manifest).map_err(retry)?;
             write_atomic(&manifest_path(data, &key), &json).await.map_err(retry)?;
             Ok(Built { artifact: key, plan, cached: false })
         }
         .await;
         let _ = tokio::fs::remove_dir_all(&work).await;
+        let _ = tokio::fs::remove_dir_all(work.with_extension("image")).await;
         result
     }
 
-    /// Runs one install or build command in a fresh sandbox over the work directory.
-    async fn run_step(&self, what: &str, command: &str, work: &Path, log: &mut LogSink) -> Result<(), Outcome> {
-        log.platform(format!("{what}: $ {command}")).await;
-        let spec = sandbox::Spec {
+    /// A build's sandbox over its work directory.
+    fn sandbox_spec(&self, work: &Path) -> sandbox::Spec {
+        sandbox::Spec {
             id: self.deployment_id.short(),
             app_dir: work.to_path_buf(),
             memory_mb: self.config.build_memory_mb,
             cpu_millis: 0,
             pids_max: 512,
             tmp_mb: 512,
-        };
-        let sb = self.config.sandbox.create(spec).await.map_err(retry)?;
+        }
+    }
+
+    /// Runs one install or build command in a fresh sandbox over the work directory.
+    async fn run_step(&self, what: &str, command: &str, work: &Path, log: &mut LogSink) -> Result<(), Outcome> {
+        log.platform(format!("{what}: $ {command}")).await;
+        let sb = self.config.sandbox.create(self.sandbox_spec(work)).await.map_err(retry)?;
         let env = vec![("CI".to_owned(), "true".to_owned()), ("NODE_ENV".to_owned(), "production".to_owned())];
         let result = async {
             let mut process = sb.spawn(command, &env).map_err(retry)?;
@@ -312,14 +320,14 @@ struct Built {
     cached: bool,
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     /// The build failed for a reason the agent can fix: recorded on the deployment.
     Failed(FailureReason),
     /// The platform could not build right now: the delivery is retried.
     Retry(Retry),
 }
 
-fn retry(e: impl std::fmt::Display) -> Outcome {
+pub(crate) fn retry(e: impl std::fmt::Display) -> Outcome {
     Outcome::Retry(e.to_string())
 }
 

@@ -11,6 +11,7 @@
 
 mod build;
 mod deployer;
+mod image;
 pub mod plan;
 
 use std::path::PathBuf;

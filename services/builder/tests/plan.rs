@@ -3,12 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use builder::plan::{Overrides, detect};
+use events::BuildPack;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/apps")
 }
 
-/// Every fixture and the plan it must get; a new fixture must be added here.
+/// Every fixture and the plan it must get (with `build_pack: dockerfile` for `dockerfile`); a new
+/// fixture must be added here.
 const EXPECTED: &[(&str, &str)] = &[
     ("static", "static: serve `.`"),
     ("python", "python: start `python3 main.py`"),
@@ -19,13 +21,15 @@ const EXPECTED: &[(&str, &str)] = &[
     ("health-timeout", "python: start `python3 main.py`"),
     ("oom", "python: start `python3 main.py`"),
     ("probe", "python: start `python3 main.py`"),
+    ("dockerfile", "dockerfile: build the image from `Dockerfile`"),
 ];
 
 #[test]
 fn given_each_fixture_when_detect_then_the_documented_plan() {
     for (name, expected) in EXPECTED {
-        let plan =
-            detect(&fixtures().join(name), &Overrides::default()).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
+        let build_pack = if *name == "dockerfile" { BuildPack::Dockerfile } else { BuildPack::Railpack };
+        let overrides = Overrides { build_pack, ..Overrides::default() };
+        let plan = detect(&fixtures().join(name), &overrides).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
         assert_eq!(plan.describe(), *expected, "fixture {name}");
     }
 }

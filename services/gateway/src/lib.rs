@@ -9,6 +9,7 @@ pub mod github_app;
 pub mod keys;
 pub mod mcp;
 pub mod repos;
+pub mod resources;
 pub mod services;
 
 use std::net::SocketAddr;

@@ -148,6 +148,8 @@ pub fn hostname(project: &str, name: &str) -> Result<String, ServiceError> {
 /// What `create_service` asks for, validated.
 #[derive(Debug, Clone)]
 pub struct NewService {
+    /// Resources the variables reference, by name.
+    pub resources: Vec<String>,
     pub repo: String,
     pub project: String,
     pub name: String,
@@ -191,6 +193,13 @@ impl NewService {
         };
         let env = env.unwrap_or_default();
         validate_env(&env)?;
+        let mut resources = Vec::new();
+        for (name, value) in &env {
+            let refs = domain::refs::parse(value).map_err(|e| ServiceError::Invalid(format!("env var `{name}`: {e}")))?;
+            resources.extend(refs.into_iter().map(|r| r.resource));
+        }
+        resources.sort();
+        resources.dedup();
         let memory_mb = memory.unwrap_or(DEFAULT_MEMORY_MB.min(limits.max_memory_mb));
         if !(64..=limits.max_memory_mb).contains(&memory_mb) {
             return Err(ServiceError::Invalid(format!(
@@ -207,6 +216,7 @@ impl NewService {
         }
         let [install, build, start] = commands;
         Ok(Self {
+            resources,
             repo,
             project,
             name,
@@ -323,6 +333,7 @@ pub async fn create(state: &AppState, owner: UserId, new: NewService) -> Result<
         build_pack: new.build_pack,
         port: new.port,
         env,
+        resources: new.resources,
         memory_mb: new.memory_mb,
         cpu_millis: new.cpu_millis,
         install_command: new.install_command,
@@ -457,6 +468,9 @@ pub fn hint(f: &FailureReason) -> String {
             "the image could not be pulled: check the image name and registry".into()
         }
         FailureReason::Superseded { .. } => "a newer deployment replaced this one before it went live".into(),
+        FailureReason::ResourceNotReady { name, status } => format!(
+            "resource `{name}` is {status}: check it with get_resource, then call redeploy_service once it is ready"
+        ),
         FailureReason::Internal { .. } => "the platform failed; call redeploy_service to try again".into(),
     }
 }

@@ -40,6 +40,11 @@ fn backoff(restarts: u32) -> Duration {
 #[async_trait]
 impl Driver for LocalDriver {
     async fn start(&self, launch: Launch, reports: mpsc::Sender<Report>) -> Result<Box<dyn Running>, StartError> {
+        if launch.manifest.image.is_some() {
+            return Err(StartError::Failed(FailureReason::Internal {
+                message: "this runtime cannot run images built from a Dockerfile yet".into(),
+            }));
+        }
         let Some(command) = launch.manifest.start.clone() else {
             // A static site: the router serves the (immutable) build output.
             let root = launch.manifest.static_root.as_deref().unwrap_or(".");

@@ -1,0 +1,136 @@
+//! `build_pack: dockerfile`: the repository's Dockerfile becomes an OCI image with buildah, and
+//! the image's root filesystem and run configuration become the build output, which the local
+//! runtime runs in a sandbox with that filesystem as its root.
+//!
+//! buildah runs with chroot isolation inside a sandbox's network namespace, so `RUN` steps have
+//! the apps' network (no platform services, no private ranges). Base images are never pulled
+//! here (`--pull=never`): a Dockerfile builds `FROM scratch` or from images already on the
+//! machine.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use bus::LogSink;
+use events::{FailureReason, ImageRun};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::Command;
+
+use crate::build::{Outcome, retry};
+
+const BUILDAH: &str = "buildah";
+
+/// Builds `work`'s Dockerfile and exports the image into `out/rootfs`. `start` (the service's
+/// start_command) replaces the image's entrypoint and command.
+pub(crate) async fn build(
+    sandbox: &sandbox::Sandbox,
+    work: &Path,
+    out: &Path,
+    tag: &str,
+    start: Option<&str>,
+    log: &mut LogSink,
+) -> Result<ImageRun, Outcome> {
+    let command = format!("buildah bud --isolation chroot --pull=never -f Dockerfile -t {tag} .");
+    log.platform(format!("build: $ {command}")).await;
+    let mut bud = Command::new("ip");
+    bud.args(["netns", "exec", sandbox.netns(), BUILDAH, "bud", "--isolation", "chroot", "--pull=never"])
+        .args(["--layers=false", "-f", "Dockerfile", "-t", tag, "."])
+        .current_dir(work);
+    let status = run_logged(bud, log).await.map_err(retry)?;
+    if !status.success() {
+        let mut tail = log.tail();
+        if tail.iter().any(|l| l.contains("image not known")) {
+            tail.push(
+                "base images cannot be pulled on this platform: build FROM scratch, or use build_pack railpack".into(),
+            );
+        }
+        return Err(Outcome::Failed(FailureReason::BuildFailed { command, exit_code: status.code(), log_tail: tail }));
+    }
+    let result = export(tag, out, start).await;
+    let _ = buildah(&["rmi", "-f", tag]).await;
+    let run = result?;
+    log.platform(format!("image: runs {:?} in {}", run.argv, run.working_dir)).await;
+    Ok(run)
+}
+
+/// Copies the image's filesystem out and reads how it runs.
+async fn export(tag: &str, out: &Path, start: Option<&str>) -> Result<ImageRun, Outcome> {
+    let inspect = buildah(&["inspect", "--type", "image", tag]).await.map_err(retry)?;
+    let info: serde_json::Value = serde_json::from_str(&inspect).map_err(retry)?;
+    let config = &info["OCIv1"]["config"];
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    };
+    let argv = match start {
+        Some(cmd) => vec!["/bin/sh".to_owned(), "-c".to_owned(), cmd.to_owned()],
+        None => [strings(&config["Entrypoint"]), strings(&config["Cmd"])].concat(),
+    };
+    if argv.is_empty() {
+        return Err(Outcome::Failed(FailureReason::BuildFailed {
+            command: "read the image's CMD".into(),
+            exit_code: None,
+            log_tail: vec!["the image has no ENTRYPOINT or CMD: add one to the Dockerfile, or set start_command".into()],
+        }));
+    }
+    let working_dir = config["WorkingDir"].as_str().filter(|w| !w.is_empty()).unwrap_or("/").to_owned();
+    let container = buildah(&["from", "--pull=never", tag]).await.map_err(retry)?.trim().to_owned();
+    let copied = async {
+        let mount = buildah(&["mount", &container]).await?.trim().to_owned();
+        let rootfs = out.join("rootfs");
+        tokio::fs::create_dir_all(&rootfs).await?;
+        let cp = Command::new("cp").arg("-a").arg(format!("{mount}/.")).arg(&rootfs).output().await?;
+        if !cp.status.success() {
+            return Err(std::io::Error::other(format!("cp: {}", String::from_utf8_lossy(&cp.stderr).trim())));
+        }
+        Ok(())
+    }
+    .await;
+    let _ = buildah(&["umount", &container]).await;
+    let _ = buildah(&["rm", &container]).await;
+    copied.map_err(retry)?;
+    Ok(ImageRun { argv, env: strings(&config["Env"]), working_dir })
+}
+
+/// Runs buildah to completion and returns its standard output.
+async fn buildah(args: &[&str]) -> std::io::Result<String> {
+    let out = Command::new(BUILDAH).args(args).stdin(Stdio::null()).kill_on_drop(true).output().await?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "buildah {}: {}",
+            args.first().unwrap_or(&""),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs a command with its output going line by line to the build log.
+async fn run_logged(mut command: Command, log: &mut LogSink) -> std::io::Result<std::process::ExitStatus> {
+    let mut child = command
+        .env_clear()
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(&'static str, String)>(256);
+    for (name, pipe) in [
+        ("stdout", child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>)),
+        ("stderr", child.stderr.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>)),
+    ] {
+        let (tx, Some(pipe)) = (tx.clone(), pipe) else { continue };
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send((name, line)).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+    while let Some((stream, line)) = rx.recv().await {
+        log.line(stream, line).await;
+    }
+    child.wait().await
+}
