@@ -3,7 +3,9 @@
 //! A sandbox is a network namespace with a veth pair (the app at 10.201.x.2, the host at 10.201.x.1 of a /30),
 //! a cgroup v1 group in the memory, pids and cpu hierarchies, and processes started as uid/gid 65534 by
 //! `setpriv` + `bwrap` with their own user, pid, ipc and uts namespaces, no capabilities, a read-only system,
-//! generated /etc files, a private size-limited /tmp and the app directory at /app.
+//! generated /etc files, a private size-limited /tmp and the app directory at /app. In root filesystem mode
+//! ([`Sandbox::spawn_in_root`]) an image's exported root filesystem is `/` instead of the host's system
+//! directories, with the same isolation otherwise.
 //! An nftables table per platform instance lets the sandboxes' veths answer connections but not open any to the
 //! host, to private networks or to each other.
 //!
@@ -11,14 +13,16 @@
 //! veths, table `inet dmcp_<instance>`, lease files under /run/deploy-mcp/net naming their instance), so parallel
 //! instances never collide and [`Host::new`] can remove what a crashed run of the same instance left behind.
 //!
-//! Needs root, `ip` (iproute2), `nft` (nftables), `bwrap` (bubblewrap >= 0.8), `setpriv` (util-linux) and the
-//! cgroup v1 memory, pids and cpu controllers. It never changes sysctls: outbound traffic from sandboxes leaves the
-//! machine only if the operator enabled forwarding (net.ipv4.ip_forward=1).
+//! Needs root, `ip` (iproute2), `nft` (nftables), `bwrap` (bubblewrap >= 0.8), `setpriv` (util-linux), `find` and
+//! `chown` (findutils, coreutils; root filesystem mode) and the cgroup v1 memory, pids and cpu controllers. It never
+//! changes sysctls: outbound traffic from sandboxes leaves the machine only if the operator enabled forwarding
+//! (net.ipv4.ip_forward=1).
 
 mod cgroup;
 mod names;
 mod net;
 mod process;
+mod rootfs;
 mod tools;
 
 use std::ffi::OsString;
@@ -41,6 +45,15 @@ use tools::Tools;
 /// The uid and gid every sandboxed process runs as (nobody/nogroup).
 pub const APP_UID: u32 = 65534;
 const PATH_INSIDE: &str = "/usr/local/bin:/usr/bin:/bin";
+/// The launcher joins the cgroups (its arguments up to `--`) before anything of the sandbox exists, then runs (not
+/// execs) the rest: bwrap's --die-with-parent then ties the sandbox to this shell, not to whichever Tokio thread
+/// forked it (a parent-death signal follows the forking thread, and blocking-pool threads come and go).
+const LAUNCHER: &str = "while [ \"$1\" != -- ]; do echo $$ > \"$1\" || exit 125; shift; done; shift; \"$@\"; exit $?";
+
+/// Appends each argument, converted to an OsString, to a Vec<OsString>.
+macro_rules! push {
+    ($args:expr; $($arg:expr),* $(,)?) => {{ $( $args.push(OsString::from($arg)); )* }};
+}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -225,6 +238,15 @@ impl HostInner {
     }
 }
 
+fn validate_env(env: &[(String, String)]) -> Result<()> {
+    for (key, value) in env {
+        if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
+            return Err(Error::Invalid { what: "env", reason: format!("{key:?} is not a valid variable name") });
+        }
+    }
+    Ok(())
+}
+
 fn validate_spec(spec: &Spec) -> Result<()> {
     names::validate_id(&spec.id)?;
     let invalid = |what, reason: &str| Err(Error::Invalid { what, reason: reason.to_owned() });
@@ -348,19 +370,46 @@ impl Sandbox {
     /// LANG=C.UTF-8, plus `env`; the host environment never leaks), as uid/gid 65534, in the sandbox's netns and
     /// cgroups. Must be called within a Tokio runtime. Several commands may run at once in one sandbox.
     pub fn spawn(&self, command: &str, env: &[(String, String)]) -> Result<Process> {
-        for (key, value) in env {
-            if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
-                return Err(Error::Invalid { what: "env", reason: format!("{key:?} is not a valid variable name") });
-            }
-        }
-        // The launcher joins the cgroups before anything of the sandbox exists, then runs (not execs) the rest:
-        // bwrap's --die-with-parent then ties the sandbox to this shell, not to whichever Tokio thread forked it
-        // (a parent-death signal follows the forking thread, and blocking-pool threads come and go).
-        let launcher = "while [ \"$1\" != -- ]; do echo $$ > \"$1\" || exit 125; shift; done; shift; \"$@\"; exit $?";
-        let mut args: Vec<OsString> = vec!["-c".into(), launcher.into(), "dmcp-launch".into()];
+        validate_env(env)?;
+        self.launch(LAUNCHER, Vec::new(), self.command_line(command, env))
+    }
+
+    /// Runs `argv` (no shell; argv[0] is looked up in PATH inside) with `rootfs`, a directory holding an image's
+    /// exported root filesystem, as `/`, read-write for the app, instead of the host's system directories (which
+    /// are not visible at all). Symlinks in the image resolve inside it. `cwd` is the image's working directory
+    /// in that root ("/" if empty, relative ones are taken from "/").
+    ///
+    /// Isolation as for [`Sandbox::spawn`]: the sandbox's netns and cgroups, uid/gid 65534, no capabilities, a new
+    /// session, PID/IPC/UTS namespaces, no nested user namespaces, a fresh /proc, a minimal /dev, a private tmpfs
+    /// /tmp of `tmp_mb`, a cleared environment plus `env` (PATH defaults to
+    /// /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin and HOME to /, as Docker's do), and the
+    /// generated /etc/hosts, resolv.conf, passwd, group and nsswitch.conf bound over the image's.
+    ///
+    /// Ownership, on the host: the rootfs becomes uid/gid 65534's (changed by the launcher before the command
+    /// starts, never following symlinks), except the directory itself, its /etc, /tmp, /proc and /dev and the
+    /// generated files' mount points, which become root's with group 65534: the app writes in / and /etc (mode
+    /// 1775) but cannot swap those entries for symlinks that bwrap would follow when it mounts over them.
+    /// If that ownership change fails the command exits with 125 and the reason on stderr.
+    pub fn spawn_in_root(
+        &self,
+        rootfs: &Path,
+        argv: &[String],
+        cwd: &str,
+        env: &[(String, String)],
+    ) -> Result<Process> {
+        validate_env(env)?;
+        let cwd = rootfs::validate(rootfs, argv, cwd)?;
+        rootfs::prepare(rootfs)?;
+        self.launch(&rootfs::launcher(), vec![rootfs.into()], self.root_command_line(rootfs, argv, &cwd, env))
+    }
+
+    /// Starts `/bin/sh -c <script> dmcp-launch <cgroup.procs files> -- <before> <command>`.
+    fn launch(&self, script: &str, before: Vec<OsString>, command: Vec<OsString>) -> Result<Process> {
+        let mut args: Vec<OsString> = vec!["-c".into(), script.into(), "dmcp-launch".into()];
         args.extend(self.cgroup.procs_files().into_iter().map(OsString::from));
         args.push("--".into());
-        args.extend(self.command_line(command, env));
+        args.extend(before);
+        args.extend(command);
         let child = tokio::process::Command::new("/bin/sh")
             .args(args)
             .env_clear()
@@ -377,47 +426,75 @@ impl Sandbox {
 
     /// `ip netns exec <ns> setpriv ... bwrap ... /bin/sh -c <command>`.
     fn command_line(&self, command: &str, env: &[(String, String)]) -> Vec<OsString> {
-        let host = &self.host.inner;
-        let state = &host.config.state_dir;
-        let mut args: Vec<OsString> = Vec::with_capacity(96);
-        macro_rules! push {
-            ($($arg:expr),* $(,)?) => {{ $( args.push(OsString::from($arg)); )* }};
-        }
-        push!(&host.tools.ip, "netns", "exec", &self.netns, &host.tools.setpriv);
-        // Dropping to 65534 before bwrap makes the host see uid 65534; bwrap run as root with --uid would only
-        // map root to 65534 inside a user namespace.
-        push!("--reuid=65534", "--regid=65534", "--clear-groups", &host.tools.bwrap);
-        push!("--unshare-user", "--disable-userns", "--uid", "65534", "--gid", "65534");
-        push!("--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", &self.spec.id);
-        push!("--die-with-parent", "--new-session", "--cap-drop", "ALL");
-        push!("--ro-bind", "/usr", "/usr");
+        let mut args = self.isolation();
+        push!(args; "--ro-bind", "/usr", "/usr");
         // Merged-/usr systems have these as symlinks into /usr; older ones as directories.
         for dir in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
             match fs::read_link(dir) {
-                Ok(target) => push!("--symlink", &target, dir),
-                Err(_) if Path::new(dir).is_dir() => push!("--ro-bind", dir, dir),
+                Ok(target) => push!(args; "--symlink", &target, dir),
+                Err(_) if Path::new(dir).is_dir() => push!(args; "--ro-bind", dir, dir),
                 Err(_) => {}
             }
         }
         // Optional host files: alternatives for tools, CA certificates for outbound TLS, the linker cache for
         // libraries outside the default paths, the time zone.
         for file in ["/etc/alternatives", "/etc/ssl/certs", "/etc/ld.so.cache", "/etc/localtime"] {
-            push!("--ro-bind-try", file, file);
+            push!(args; "--ro-bind-try", file, file);
         }
-        push!("--ro-bind", &self.hosts_file, "/etc/hosts");
-        for file in ETC_FILES {
-            push!("--ro-bind", &state.join(file), format!("/etc/{file}"));
-        }
-        push!("--size", (u64::from(self.spec.tmp_mb) << 20).to_string(), "--tmpfs", "/tmp");
-        push!("--proc", "/proc", "--dev", "/dev", "--bind", &self.spec.app_dir, "/app");
+        self.generated_mounts(&mut args);
+        push!(args; "--bind", &self.spec.app_dir, "/app");
         // bwrap's root is a tmpfs owned by the app user: without this, it could write anywhere outside the mounts.
-        push!("--remount-ro", "/");
-        push!("--clearenv", "--setenv", "PATH", PATH_INSIDE, "--setenv", "HOME", "/app", "--setenv", "LANG", "C.UTF-8");
+        push!(args; "--remount-ro", "/");
+        push!(args; "--clearenv", "--setenv", "PATH", PATH_INSIDE, "--setenv", "HOME", "/app");
+        push!(args; "--setenv", "LANG", "C.UTF-8");
         for (key, value) in env {
-            push!("--setenv", key, value);
+            push!(args; "--setenv", key, value);
         }
-        push!("--chdir", "/app", "/bin/sh", "-c", command);
+        push!(args; "--chdir", "/app", "/bin/sh", "-c", command);
         args
+    }
+
+    /// `ip netns exec <ns> setpriv ... bwrap --bind <rootfs> / ... -- <argv>`.
+    fn root_command_line(&self, rootfs: &Path, argv: &[String], cwd: &str, env: &[(String, String)]) -> Vec<OsString> {
+        let mut args = self.isolation();
+        // bwrap mounts the rest inside this root, so the image's symlinks resolve in it, never on the host.
+        push!(args; "--bind", rootfs, "/");
+        self.generated_mounts(&mut args);
+        // Later --setenv of the same name win: the caller's env overrides these defaults.
+        push!(args; "--clearenv", "--setenv", "PATH", rootfs::DEFAULT_PATH, "--setenv", "HOME", "/");
+        for (key, value) in env {
+            push!(args; "--setenv", key, value);
+        }
+        // `--`: an image's command starting with `--` must not become options of bwrap (`--bind / /host`).
+        push!(args; "--chdir", cwd, "--");
+        args.extend(argv.iter().map(OsString::from));
+        args
+    }
+
+    /// `ip netns exec <ns> setpriv ... bwrap <namespaces, user, capabilities>`: what every command runs under.
+    fn isolation(&self) -> Vec<OsString> {
+        let host = &self.host.inner;
+        let mut args: Vec<OsString> = Vec::with_capacity(96);
+        push!(args; &host.tools.ip, "netns", "exec", &self.netns, &host.tools.setpriv);
+        // Dropping to 65534 before bwrap makes the host see uid 65534; bwrap run as root with --uid would only
+        // map root to 65534 inside a user namespace.
+        push!(args; "--reuid=65534", "--regid=65534", "--clear-groups", &host.tools.bwrap);
+        push!(args; "--unshare-user", "--disable-userns", "--uid", "65534", "--gid", "65534");
+        push!(args; "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try");
+        push!(args; "--hostname", &self.spec.id);
+        push!(args; "--die-with-parent", "--new-session", "--cap-drop", "ALL");
+        args
+    }
+
+    /// The generated /etc files, the private /tmp, a fresh /proc and a minimal /dev.
+    fn generated_mounts(&self, args: &mut Vec<OsString>) {
+        let state = &self.host.inner.config.state_dir;
+        push!(args; "--ro-bind", &self.hosts_file, "/etc/hosts");
+        for file in ETC_FILES {
+            push!(args; "--ro-bind", state.join(file), format!("/etc/{file}"));
+        }
+        push!(args; "--size", (u64::from(self.spec.tmp_mb) << 20).to_string(), "--tmpfs", "/tmp");
+        push!(args; "--proc", "/proc", "--dev", "/dev");
     }
 
     /// How many processes the kernel OOM-killed in this sandbox so far (memory.oom_control's oom_kill).

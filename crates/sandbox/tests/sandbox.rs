@@ -489,6 +489,17 @@ async fn bad_input_is_refused_with_a_reason() {
     assert!(traces(&sandbox).iter().all(|p| p.exists()));
     let bad_env = sandbox.spawn("true", &env(&[("A=B", "c")])).unwrap_err();
     assert!(bad_env.to_string().contains("A=B"), "{bad_env}");
+    let rootfs = fx.dir.join("rootfs");
+    fs::create_dir_all(&rootfs).unwrap();
+    let true_argv = ["/bin/true".to_owned()];
+    for (root, argv, cwd, what) in [
+        (rootfs.as_path(), &[][..], "/", "argv"),
+        (Path::new("relative/rootfs"), &true_argv[..], "/", "rootfs"),
+        (rootfs.as_path(), &true_argv[..], "/srv/../../etc", "cwd"),
+    ] {
+        let refused = sandbox.spawn_in_root(root, argv, cwd, &[]).unwrap_err();
+        assert!(matches!(refused, sandbox::Error::Invalid { what: w, .. } if w == what), "{refused}");
+    }
     let private = fx.dir.join("private");
     fs::create_dir_all(private.join("app")).unwrap();
     fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
@@ -525,5 +536,158 @@ async fn concurrent_creates_get_distinct_addresses() {
         sandbox.destroy(Duration::ZERO).await.unwrap();
     }
     eprintln!("timings: 8 concurrent creates {created:?}, 8 destroys {:?}", started.elapsed());
+    fx.finish().await;
+}
+
+/// A static busybox (Debian's busybox-static), the only program of the test images.
+fn static_busybox() -> PathBuf {
+    let path = PathBuf::from("/bin/busybox");
+    let elf = fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "root filesystem tests need a static busybox at {}: {e}; apt-get install -y busybox-static",
+            path.display()
+        )
+    });
+    assert!(!has_interpreter(&elf), "{} is dynamically linked; apt-get install -y busybox-static", path.display());
+    path
+}
+
+/// Whether a 64-bit little-endian ELF has a PT_INTERP program header (a dynamic loader).
+fn has_interpreter(elf: &[u8]) -> bool {
+    assert!(elf.starts_with(b"\x7fELF\x02\x01"), "not a 64-bit little-endian ELF");
+    let u16_at = |at: usize| usize::from(u16::from_le_bytes([elf[at], elf[at + 1]]));
+    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    (0..count).any(|i| {
+        let at = phoff + i * size;
+        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == 3
+    })
+}
+
+#[tokio::test]
+async fn an_image_root_filesystem_serves_http_isolated_like_an_app() {
+    let fx = Fixture::new().await;
+    let busybox = static_busybox();
+    // A host file and directory the image points at with absolute symlinks: they must neither show inside nor
+    // change owner outside.
+    let host_file = fx.dir.join("host-secret");
+    fs::write(&host_file, "host secret\n").unwrap();
+    let host_dir = fx.dir.join("host-dir");
+    fs::create_dir_all(&host_dir).unwrap();
+    fs::write(host_dir.join("inner"), "inner\n").unwrap();
+
+    let root = fx.dir.join("rootfs");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::create_dir_all(root.join("www")).unwrap();
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::copy(&busybox, root.join("bin/busybox")).unwrap();
+    fs::write(root.join("www/index.html"), "hello from the image\n").unwrap();
+    std::os::unix::fs::symlink(&host_file, root.join("secret")).unwrap();
+    std::os::unix::fs::symlink(&host_dir, root.join("hostdir")).unwrap();
+    std::os::unix::fs::symlink("/usr/bin", root.join("usrbin")).unwrap();
+    // A mount point planted as a symlink to a host file: replaced, not followed.
+    std::os::unix::fs::symlink(&host_file, root.join("etc/hosts")).unwrap();
+
+    let sandbox = fx.create(fx.spec("image")).await;
+    let argv = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let mut server = sandbox
+        .spawn_in_root(&root, &argv(&["/bin/busybox", "httpd", "-f", "-v", "-p", "8080", "-h", "/www"]), "", &[])
+        .unwrap();
+    let response = wait_for_http(sandbox.address(), 8080).await;
+    assert!(response.starts_with("HTTP/1.") && response.contains(" 200 "), "{response}");
+    assert!(response.ends_with("hello from the image\n"), "{response}");
+    assert_eq!(sandbox.listening_ports().await, [8080]);
+
+    // A second command in the same sandbox and root, as the platform would run a probe.
+    let script = "bb=/bin/busybox; \
+                  $bb grep -E '^(Uid|Gid|CapEff|CapBnd|NoNewPrivs):' /proc/self/status | $bb tr -s '\\t' ' '; \
+                  echo \"uid $($bb id -u)\"; echo \"pwd $($bb pwd)\"; echo \"hostname $($bb hostname)\"; \
+                  for p in /usr/bin /usrbin /hostdir/inner /secret /lib; do \
+                    if $bb ls $p >/dev/null 2>&1; then echo \"see $p\"; else echo \"no $p\"; fi; done; \
+                  echo written > /written && echo 'root writable'; \
+                  echo mine > /etc/app.conf && echo 'etc writable'; \
+                  $bb mv /etc /etc2 2>/dev/null || echo 'etc stays'; \
+                  $bb rm -f /etc/hosts 2>/dev/null; $bb grep -q image /etc/hosts && echo 'hosts generated'; \
+                  $bb grep -q '^nobody:x:65534:' /etc/passwd && echo 'passwd generated'; \
+                  echo tmp > /tmp/x && echo 'tmp writable'; $bb ls /proc/1/status >/dev/null && echo 'proc fresh'; \
+                  $bb env | $bb sort; echo oops >&2; exit 3";
+    let process = sandbox
+        .spawn_in_root(&root, &argv(&["/bin/busybox", "sh", "-c", script]), "/www", &env(&[("GREETING", "hi there")]))
+        .unwrap();
+    let (status, out) = output(process).await;
+    assert_eq!(status, ExitStatus::Code(3), "{out:#?}");
+    for expected in [
+        "Uid: 65534 65534 65534 65534",
+        "Gid: 65534 65534 65534 65534",
+        "CapEff: 0000000000000000",
+        "CapBnd: 0000000000000000",
+        "NoNewPrivs: 1",
+        "uid 65534",
+        "pwd /www",
+        "hostname image",
+        "no /usr/bin",
+        "no /usrbin",
+        "no /hostdir/inner",
+        "no /secret",
+        "no /lib",
+        "root writable",
+        "etc writable",
+        "etc stays",
+        "hosts generated",
+        "passwd generated",
+        "tmp writable",
+        "proc fresh",
+        "GREETING=hi there",
+        "HOME=/",
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "!oops",
+    ] {
+        assert!(out.iter().any(|l| l.trim_end() == expected), "missing {expected:?} in {out:#?}");
+    }
+    let vars: Vec<&str> = out.iter().filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
+    let allowed = ["GREETING", "HOME", "PATH", "PWD", "SHLVL"];
+    assert!(vars.iter().all(|v| allowed.contains(v)), "the host environment leaked: {vars:?}");
+
+    // An image command that looks like bwrap options stays a command (here: one that does not exist).
+    let injected = argv(&["--bind", "/", "/host", "/bin/busybox", "ls", "/host"]);
+    let (status, out) = output(sandbox.spawn_in_root(&root, &injected, "/", &[]).unwrap()).await;
+    assert_ne!(status, ExitStatus::Code(0), "{out:#?}");
+    assert!(out.iter().any(|l| l.contains("execvp --bind")), "{out:#?}");
+
+    // On the host: the app's files are 65534's, the scaffold root's, and nothing outside the root changed.
+    let owner = |path: &Path| {
+        let meta = fs::symlink_metadata(path).unwrap();
+        (meta.uid(), meta.gid())
+    };
+    for path in ["written", "bin/busybox", "www/index.html", "secret", "etc/app.conf"] {
+        assert_eq!(owner(&root.join(path)), (65534, 65534), "{path}");
+    }
+    for path in ["", "etc", "etc/hosts", "tmp", "proc", "dev"] {
+        assert_eq!(owner(&root.join(path)), (0, 65534), "{path:?}");
+    }
+    assert!(fs::symlink_metadata(root.join("etc/hosts")).unwrap().is_file());
+    assert_eq!(owner(&host_file), (0, 0));
+    assert_eq!(owner(&host_dir.join("inner")), (0, 0));
+    assert_eq!(fs::read_to_string(&host_file).unwrap(), "host secret\n");
+
+    // Killing the server's launcher takes the server down; its log went to the lines.
+    let mut lines = server.lines();
+    server.kill().unwrap();
+    assert_eq!(timeout(WAIT, server.wait()).await.unwrap().unwrap(), ExitStatus::Signal(9));
+    let mut log = Vec::new();
+    while let Some(line) = timeout(WAIT, lines.recv()).await.unwrap() {
+        log.push(line.text);
+    }
+    assert!(log.iter().any(|l| l.ends_with("response:200")), "{log:#?}");
+    let deadline = Instant::now() + WAIT;
+    while !sandbox.pids().is_empty() {
+        assert!(Instant::now() < deadline, "processes survive their launcher: {:?}", sandbox.pids());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(sandbox.oom_kills(), 0);
+
+    let traces = traces(&sandbox);
+    sandbox.destroy(Duration::from_secs(1)).await.unwrap();
+    assert!(traces.iter().all(|p| !p.exists()), "left behind: {traces:?}");
     fx.finish().await;
 }
