@@ -433,13 +433,15 @@ async fn the_pids_limit_stops_a_fork_loop() {
                   \x20           time.sleep(60); os._exit(0)\n\
                   \x20       n += 1\n\
                   except OSError as e:\n\
-                  \x20   print('stopped after', n, 'errno', e.errno)\n";
+                  \x20   print('stopped after', n, 'errno', e.errno, flush=True)\n\
+                  time.sleep(60)\n";
     let mut process = sandbox.spawn("exec python3 -c \"$SCRIPT\"", &env(&[("SCRIPT", script)])).unwrap();
     let mut lines = process.lines();
     let line = timeout(WAIT, lines.recv()).await.unwrap().unwrap();
     // 16 = launcher + 2 bwrap + python + 12 children.
     assert_eq!(line.text, "stopped after 12 errno 11");
-    // The children still sleep; destroy kills them all through the cgroup.
+    // Parent and children still sleep (were the parent to exit, bwrap would take the pid namespace down with it);
+    // destroy kills them all through the cgroup.
     assert!(sandbox.pids().len() >= 16);
     let traces = traces(&sandbox);
     sandbox.destroy(Duration::from_millis(100)).await.unwrap();
