@@ -40,10 +40,16 @@ struct Pushed {
 impl Pushed {
     /// Creates repo `repo`, commits the fixture and pushes it to `main`.
     async fn new(client: &Client, repo: &str, fixture_name: &str) -> Self {
+        Self::new_with(client, repo, fixture_name, |_| {}).await
+    }
+
+    /// Like `new`, with `prepare` adding to the working copy before the first commit.
+    async fn new_with(client: &Client, repo: &str, fixture_name: &str, prepare: impl FnOnce(&Path)) -> Self {
         tool_ok(call_tool(client, "create_repo", json!({ "name": repo })).await);
         let token = tool_ok(call_tool(client, "get_git_token", json!({ "name": repo })).await);
         let dir = Scratch::new();
         copy_dir(&fixture(fixture_name), &dir.0);
+        prepare(&dir.0);
         git(&dir.0, &["init", "-q"]).unwrap();
         git(&dir.0, &["add", "."]).unwrap();
         git(&dir.0, &["commit", "-q", "-m", "fixture"]).unwrap();
@@ -479,5 +485,38 @@ async fn a_scheduler_restarted_mid_start_completes_once_and_restores_live_apps()
     .await;
     assert_eq!(service(&client, "slowstart").await["deployments"].as_array().unwrap().len(), 1);
     third.stop().await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dockerfile_is_built_into_an_image_and_run_with_its_own_root() {
+    let (mut p, client) = platform().await;
+    Pushed::new_with(&client, "img", "dockerfile", |dir| {
+        std::fs::copy("/bin/busybox", dir.join("busybox")).expect("a static busybox (apt-get install busybox-static)");
+    })
+    .await;
+    let args = json!({ "repo": "img", "name": "img", "build_pack": "dockerfile", "env_vars": { "EXTRA": "x" } });
+    let created = tool_ok(call_tool(&client, "create_service", args).await);
+    let s = wait_latest(&client, "img", "live", Duration::from_secs(90)).await;
+    assert_eq!(s["status"], "live", "{s}");
+    let log = s["build_log"]["lines"].to_string();
+    assert!(log.contains("buildah bud"), "{log}");
+    let (status, body) = get(&reqwest::Client::new(), router(&p), created["url"].as_str().unwrap(), "/").await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "dockerfile fixture v1"));
+
+    // A Dockerfile whose base image would have to be pulled fails with the reason.
+    Pushed::new_with(&client, "pull", "dockerfile", |dir| {
+        std::fs::write(dir.join("Dockerfile"), "FROM debian:12\nCMD [\"true\"]\n").unwrap();
+        std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
+    })
+    .await;
+    tool_ok(
+        call_tool(&client, "create_service", json!({ "repo": "pull", "name": "pull", "build_pack": "dockerfile" }))
+            .await,
+    );
+    let s = wait_latest(&client, "pull", "failed", Duration::from_secs(90)).await;
+    let failure = &s["deployments"][0]["failure"];
+    assert_eq!(failure["kind"], "build_failed", "{s}");
+    assert!(failure["log_tail"].to_string().contains("cannot be pulled"), "{failure}");
     p.stop().await;
 }

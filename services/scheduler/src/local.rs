@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bus::{Bus, LogSink};
-use events::{FailureReason, LogKind};
+use events::{FailureReason, ImageRun, LogKind};
 use router::Upstream;
 use sandbox::{ExitStatus, Sandbox};
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -40,19 +40,28 @@ fn backoff(restarts: u32) -> Duration {
 #[async_trait]
 impl Driver for LocalDriver {
     async fn start(&self, launch: Launch, reports: mpsc::Sender<Report>) -> Result<Box<dyn Running>, StartError> {
-        if launch.manifest.image.is_some() {
-            return Err(StartError::Failed(FailureReason::Internal {
-                message: "this runtime cannot run images built from a Dockerfile yet".into(),
-            }));
-        }
-        let Some(command) = launch.manifest.start.clone() else {
-            // A static site: the router serves the (immutable) build output.
-            let root = launch.manifest.static_root.as_deref().unwrap_or(".");
-            let dir = launch.artifact_dir.join(root);
-            return Ok(Box::new(Static(Upstream::Static(dir))));
-        };
         let dir = self.run_dir.join(launch.deployment_id.short());
-        copy_tree(&launch.artifact_dir, &dir).await.map_err(|e| StartError::Unavailable(e.to_string()))?;
+        let command = match (&launch.manifest.image, &launch.manifest.start) {
+            (Some(image), _) => {
+                // The image's filesystem is the app's root: a private copy per deployment, beside
+                // an empty /app the sandbox requires.
+                copy_tree(&launch.artifact_dir.join("rootfs"), &dir.join("rootfs"))
+                    .await
+                    .map_err(|e| StartError::Unavailable(e.to_string()))?;
+                tokio::fs::create_dir_all(dir.join("app")).await.map_err(|e| StartError::Unavailable(e.to_string()))?;
+                Command::Image(image.clone())
+            }
+            (None, Some(start)) => {
+                copy_tree(&launch.artifact_dir, &dir).await.map_err(|e| StartError::Unavailable(e.to_string()))?;
+                Command::Shell(start.clone())
+            }
+            (None, None) => {
+                // A static site: the router serves the (immutable) build output.
+                let root = launch.manifest.static_root.as_deref().unwrap_or(".");
+                let dir = launch.artifact_dir.join(root);
+                return Ok(Box::new(Static(Upstream::Static(dir))));
+            }
+        };
         let (first_tx, first_rx) = oneshot::channel();
         let stop = CancellationToken::new();
         let upstream = Arc::new(std::sync::Mutex::new(None));
@@ -118,11 +127,28 @@ impl Running for Process {
 struct Supervisor {
     driver: LocalDriver,
     launch: Launch,
-    command: String,
+    command: Command,
     dir: PathBuf,
     stop: CancellationToken,
     upstream: Arc<std::sync::Mutex<Option<Upstream>>>,
     log: Arc<Mutex<Option<LogSink>>>,
+}
+
+/// What a deployment runs: a shell command over its build output at /app, or an image's
+/// entrypoint with the image's filesystem as root.
+#[derive(Debug, Clone)]
+enum Command {
+    Shell(String),
+    Image(ImageRun),
+}
+
+impl Command {
+    fn describe(&self) -> String {
+        match self {
+            Self::Shell(c) => c.clone(),
+            Self::Image(i) => i.argv.join(" "),
+        }
+    }
 }
 
 enum Attempt {
@@ -227,19 +253,37 @@ impl Supervisor {
     /// One start in a fresh sandbox, up to healthy or a typed failure.
     async fn attempt(&self) -> Result<Attempt, String> {
         let l = &self.launch;
+        let app_dir = match &self.command {
+            Command::Shell(_) => self.dir.clone(),
+            Command::Image(_) => self.dir.join("app"),
+        };
         let spec = sandbox::Spec {
             id: l.deployment_id.short(),
-            app_dir: self.dir.clone(),
+            app_dir,
             memory_mb: l.memory_mb,
             cpu_millis: l.cpu_millis,
             pids_max: 256,
             tmp_mb: 64,
         };
         let sb = self.driver.sandbox.create(spec).await.map_err(|e| e.to_string())?;
-        let mut env = l.env.clone();
+        let mut env = match &self.command {
+            // The image's variables first: the service's override them.
+            Command::Image(image) => image
+                .env
+                .iter()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            Command::Shell(_) => vec![],
+        };
+        env.extend(l.env.iter().cloned());
         env.push(("PORT".into(), l.port.to_string()));
-        self.note(format!("starting: $ {} (PORT={})", self.command, l.port)).await;
-        let mut process = match sb.spawn(&self.command, &env) {
+        self.note(format!("starting: $ {} (PORT={})", self.command.describe(), l.port)).await;
+        let spawned = match &self.command {
+            Command::Shell(command) => sb.spawn(command, &env),
+            Command::Image(image) => sb.spawn_in_root(&self.dir.join("rootfs"), &image.argv, &image.working_dir, &env),
+        };
+        let mut process = match spawned {
             Ok(p) => p,
             Err(e) => {
                 let _ = sb.destroy(Duration::ZERO).await;
@@ -290,7 +334,7 @@ impl Supervisor {
                         _ => None,
                     };
                     let log_tail = self.log.lock().await.as_ref().map(|l| l.tail()).unwrap_or_default();
-                    FailureReason::StartCommandExited { command: self.command.clone(), exit_code, log_tail }
+                    FailureReason::StartCommandExited { command: self.command.describe(), exit_code, log_tail }
                 }
             }
         };
