@@ -21,16 +21,41 @@ pub enum BuildPack {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FailureReason {
-    BuildFailed { command: String, exit_code: Option<i32>, log_tail: Vec<String> },
-    StartCommandExited { command: String, exit_code: Option<i32>, log_tail: Vec<String> },
-    PortNotListened { expected: u16, listened: Vec<u16> },
-    HealthCheckTimedOut { seconds: u32 },
-    OutOfMemory { limit_mb: u32 },
-    ImagePullFailed { image: String, message: String },
+    BuildFailed {
+        command: String,
+        exit_code: Option<i32>,
+        log_tail: Vec<String>,
+    },
+    StartCommandExited {
+        command: String,
+        exit_code: Option<i32>,
+        log_tail: Vec<String>,
+    },
+    PortNotListened {
+        expected: u16,
+        listened: Vec<u16>,
+    },
+    HealthCheckTimedOut {
+        seconds: u32,
+    },
+    OutOfMemory {
+        limit_mb: u32,
+    },
+    ImagePullFailed {
+        image: String,
+        message: String,
+    },
     /// A resource the variables reference is missing or not ready.
-    ResourceNotReady { name: String, status: String },
-    Superseded { by: DeploymentId },
-    Internal { message: String },
+    ResourceNotReady {
+        name: String,
+        status: String,
+    },
+    Superseded {
+        by: DeploymentId,
+    },
+    Internal {
+        message: String,
+    },
 }
 
 /// What asked for a deployment.

@@ -8,4 +8,5 @@ mod git;
 mod github;
 mod projector;
 mod relay;
+mod resources;
 mod tidy;

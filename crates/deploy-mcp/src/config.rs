@@ -5,6 +5,28 @@ use std::time::Duration;
 
 use clap::Args;
 
+/// `url` with its database (the path) replaced.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// The database named by a connection URL.
+pub fn database_of(url: &str) -> Option<String> {
+    let base = url.split('?').next()?;
+    let rest = &base[base.find("://")? + 3..];
+    let db = &rest[rest.find('/')? + 1..];
+    (!db.is_empty()).then(|| db.to_owned())
+}
+
 /// Settings shared by every command. Defaults are the embedded dev set-up of `scripts/dev`.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
@@ -88,6 +110,27 @@ pub struct Settings {
     /// Builds running at once.
     #[arg(long, env = "DEPLOY_MCP_BUILD_CONCURRENCY", default_value_t = 2, global = true)]
     pub build_concurrency: usize,
+    /// PostgreSQL server for `postgres` resources, as a superuser (default: the platform's own
+    /// server, database `postgres`; `none` disables postgres resources).
+    #[arg(long, env = "DEPLOY_MCP_POSTGRES_ADMIN_URL", hide_env_values = true, global = true)]
+    pub postgres_admin_url: Option<String>,
+    /// The host and port apps use to reach that server (what resource URLs carry).
+    #[arg(long, env = "DEPLOY_MCP_POSTGRES_PUBLIC_HOST", default_value = "127.0.0.1", global = true)]
+    pub postgres_public_host: String,
+    #[arg(long, env = "DEPLOY_MCP_POSTGRES_PUBLIC_PORT", default_value_t = 5432, global = true)]
+    pub postgres_public_port: u16,
+    /// Where `sqlite` resources live: `local` (files in the data directory) or `turso`.
+    #[arg(long, env = "DEPLOY_MCP_SQLITE_PROVIDER", default_value = "local", value_parser = ["local", "turso"], global = true)]
+    pub sqlite_provider: String,
+    /// Turso's Platform API, organization, API token and group (for `turso`).
+    #[arg(long, env = "DEPLOY_MCP_TURSO_API_URL", default_value = "https://api.turso.tech", global = true)]
+    pub turso_api_url: String,
+    #[arg(long, env = "DEPLOY_MCP_TURSO_ORG", global = true)]
+    pub turso_org: Option<String>,
+    #[arg(long, env = "DEPLOY_MCP_TURSO_API_TOKEN", hide_env_values = true, global = true)]
+    pub turso_api_token: Option<String>,
+    #[arg(long, env = "DEPLOY_MCP_TURSO_GROUP", default_value = "default", global = true)]
+    pub turso_group: String,
     /// Connections in the Postgres pool of this process.
     #[arg(long, env = "DEPLOY_MCP_DB_POOL", default_value_t = 16, global = true)]
     pub db_pool: u32,
@@ -165,6 +208,15 @@ impl Settings {
         tag
     }
 
+    /// The superuser URL for `postgres` resources, unless disabled.
+    pub fn postgres_admin_url(&self) -> Option<String> {
+        match self.postgres_admin_url.as_deref() {
+            Some("none") => None,
+            Some(url) => Some(url.to_owned()),
+            None => Some(with_database(&self.database_url, "postgres")),
+        }
+    }
+
     pub fn public_url(&self) -> String {
         self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_owned()
     }
@@ -173,5 +225,21 @@ impl Settings {
     /// plus the projection delay.
     pub fn key_recheck(&self) -> Duration {
         Duration::from_millis(500)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_rewritten_and_read() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/app?sslmode=disable", "postgres"),
+            "postgres://u:p@h:5432/postgres?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h/app", "x"), "postgres://h/x");
+        assert_eq!(database_of("postgres://u@h:5432/app?x=1").as_deref(), Some("app"));
+        assert_eq!(database_of("postgres://h"), None);
     }
 }

@@ -30,6 +30,13 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<Adapters> {
         .await
         .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(&settings.database_url)))?;
     let read_models = store.migrate().await.context("migrating the database")?;
+    // Roles of `postgres` resources live on this server too: they must not reach the platform's
+    // own database.
+    if let (Some(admin), Some(own)) = (settings.postgres_admin_url(), config::database_of(&settings.database_url)) {
+        if let Err(e) = resources::protect_database(&admin, &own).await {
+            tracing::warn!(error = %e, database = %own, "could not revoke CONNECT on the platform's database from PUBLIC");
+        }
+    }
     let bus = Bus::connect(&settings.nats_url, &settings.nats_prefix)
         .await
         .with_context(|| format!("cannot use NATS at {}", settings.nats_url))?;
@@ -197,6 +204,14 @@ pub async fn start(
             base_domain: settings.base_domain.clone(),
             drain_timeout: Duration::from_secs(10),
         };
+        let provisioner = scheduler::Provisioner {
+            bus: adapters.bus.clone(),
+            commands: commands.clone(),
+            keyring: keyring.clone(),
+            providers: providers(settings).await?,
+        };
+        let sd = shutdown.clone();
+        tasks.spawn(async move { provisioner.run(sd).await.context("provisioner") });
         let sd = shutdown.clone();
         tasks.spawn(async move { router::serve(listener, routes, sd).await.context("router") });
         let sd = shutdown.clone();
@@ -211,6 +226,43 @@ pub async fn start(
         tasks.spawn(async move { dns::run(config, sd).await.context("dns") });
     }
     Ok(Running { shutdown, gateway_addr, router_addr, tasks })
+}
+
+/// The resource providers the configuration names.
+async fn providers(settings: &Settings) -> anyhow::Result<scheduler::Providers> {
+    use std::sync::Arc;
+    let sqlite: Arc<dyn resources::Provider> = match settings.sqlite_provider.as_str() {
+        "turso" => {
+            let (Some(organization), Some(api_token)) = (settings.turso_org.clone(), settings.turso_api_token.clone())
+            else {
+                anyhow::bail!(
+                    "DEPLOY_MCP_SQLITE_PROVIDER=turso needs DEPLOY_MCP_TURSO_ORG and DEPLOY_MCP_TURSO_API_TOKEN"
+                );
+            };
+            Arc::new(resources::TursoProvider {
+                api_url: settings.turso_api_url.clone(),
+                organization,
+                api_token,
+                group: settings.turso_group.clone(),
+            })
+        }
+        _ => {
+            // Apps open their database where the sandbox binds it: the way there must let the
+            // apps' uid through (each database's own directory is private to it).
+            let dir = settings.sandbox_dir.join("sqlite");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+            Arc::new(resources::LocalSqliteProvider::new(dir))
+        }
+    };
+    let postgres = settings.postgres_admin_url().map(|admin_url| {
+        Arc::new(resources::PostgresProvider {
+            admin_url,
+            public_host: settings.postgres_public_host.clone(),
+            public_port: settings.postgres_public_port,
+        }) as Arc<dyn resources::Provider>
+    });
+    Ok(scheduler::Providers { sqlite, postgres })
 }
 
 /// The machine's sandboxes for one role of this deployment (`b`uilder, `s`cheduler).

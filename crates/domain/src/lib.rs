@@ -5,8 +5,8 @@
 
 mod account;
 mod claim;
-mod repo;
 pub mod refs;
+mod repo;
 mod resource;
 mod service;
 

@@ -35,11 +35,23 @@ pub enum ResourceStatus {
 
 #[derive(Debug, Clone)]
 pub enum ResourceCommand {
-    Request { spec: ResourceSpec, now: DateTime<Utc> },
+    Request {
+        spec: ResourceSpec,
+        now: DateTime<Utc>,
+    },
     /// The provider made it (credentials sealed by the caller).
-    Provisioned { credentials: Sealed, now: DateTime<Utc> },
-    Fail { reason: String, now: DateTime<Utc> },
-    Delete { owner: UserId, now: DateTime<Utc> },
+    Provisioned {
+        credentials: Sealed,
+        now: DateTime<Utc>,
+    },
+    Fail {
+        reason: String,
+        now: DateTime<Utc>,
+    },
+    Delete {
+        owner: UserId,
+        now: DateTime<Utc>,
+    },
 }
 
 impl Resource {

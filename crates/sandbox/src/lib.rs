@@ -128,6 +128,16 @@ pub struct Spec {
     pub pids_max: u32,
     /// Size of the private tmpfs /tmp.
     pub tmp_mb: u32,
+    /// Host directories bound read-write at absolute paths under `/data` (persistent data such as a
+    /// SQLite database that outlives deployments); chowned to 65534 like `app_dir`.
+    pub volumes: Vec<Volume>,
+}
+
+/// A host directory the app sees at `guest` (an absolute path under `/data`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub host: PathBuf,
+    pub guest: String,
 }
 
 impl Host {
@@ -265,6 +275,22 @@ fn validate_spec(spec: &Spec) -> Result<()> {
             &format!("{} must be an existing directory, by absolute path", spec.app_dir.display()),
         );
     }
+    for v in &spec.volumes {
+        let guest_ok = v.guest.starts_with("/data/")
+            && v.guest.len() > 6
+            && v.guest[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+            && v.guest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'));
+        if !guest_ok {
+            return invalid("volumes", &format!("`{}` must be an absolute path under /data", v.guest));
+        }
+        if !v.host.is_absolute() || !v.host.is_dir() {
+            return invalid(
+                "volumes",
+                &format!("{} must be an existing directory, by absolute path", v.host.display()),
+            );
+        }
+        reachable_by_app_user(&v.host, "volumes")?;
+    }
     reachable_by_app_user(&spec.app_dir, "app_dir")
 }
 
@@ -360,8 +386,10 @@ impl Sandbox {
                 self.address, self.spec.id
             ),
         )?;
-        let app_dir = self.spec.app_dir.clone();
-        tokio::task::spawn_blocking(move || chown_tree(&app_dir))
+        let dirs: Vec<PathBuf> = std::iter::once(self.spec.app_dir.clone())
+            .chain(self.spec.volumes.iter().map(|v| v.host.clone()))
+            .collect();
+        tokio::task::spawn_blocking(move || dirs.iter().try_for_each(|d| chown_tree(d)))
             .await
             .map_err(|e| Error::io("chowning the app directory", io::Error::other(e)))?
     }
@@ -443,6 +471,9 @@ impl Sandbox {
         }
         self.generated_mounts(&mut args);
         push!(args; "--bind", &self.spec.app_dir, "/app");
+        for v in &self.spec.volumes {
+            push!(args; "--bind", &v.host, &v.guest);
+        }
         // bwrap's root is a tmpfs owned by the app user: without this, it could write anywhere outside the mounts.
         push!(args; "--remount-ro", "/");
         push!(args; "--clearenv", "--setenv", "PATH", PATH_INSIDE, "--setenv", "HOME", "/app");
@@ -460,6 +491,9 @@ impl Sandbox {
         // bwrap mounts the rest inside this root, so the image's symlinks resolve in it, never on the host.
         push!(args; "--bind", rootfs, "/");
         self.generated_mounts(&mut args);
+        for v in &self.spec.volumes {
+            push!(args; "--bind", &v.host, &v.guest);
+        }
         // Later --setenv of the same name win: the caller's env overrides these defaults.
         push!(args; "--clearenv", "--setenv", "PATH", rootfs::DEFAULT_PATH, "--setenv", "HOME", "/");
         for (key, value) in env {

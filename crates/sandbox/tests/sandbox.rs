@@ -44,7 +44,7 @@ impl Fixture {
     fn spec(&self, id: &str) -> Spec {
         let app_dir = self.dir.join(format!("app-{id}"));
         fs::create_dir_all(&app_dir).unwrap();
-        Spec { id: id.to_owned(), app_dir, memory_mb: 256, cpu_millis: 0, pids_max: 64, tmp_mb: 16 }
+        Spec { id: id.to_owned(), app_dir, memory_mb: 256, cpu_millis: 0, pids_max: 64, tmp_mb: 16, volumes: vec![] }
     }
 
     async fn create(&self, spec: Spec) -> Sandbox {
@@ -317,6 +317,27 @@ async fn only_app_and_tmp_are_writable_and_host_data_is_invisible() {
     // The app's files belong to the app user on the host too.
     assert_eq!(fs::metadata(app_dir.join("x")).unwrap().uid(), sandbox::APP_UID);
     sandbox.destroy(Duration::ZERO).await.unwrap();
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_volume_is_shared_with_the_host_and_outlives_the_sandbox() {
+    let fx = Fixture::new().await;
+    let volume = fx.dir.join("volume-db");
+    fs::create_dir_all(&volume).unwrap();
+    let mut spec = fx.spec("vol");
+    spec.volumes = vec![sandbox::Volume { host: volume.clone(), guest: "/data/db".into() }];
+    let sandbox = fx.create(spec).await;
+    let (status, out) =
+        run(&sandbox, "echo kept > /data/db/file && cat /data/db/file && touch /data/x 2>/dev/null || echo denied")
+            .await;
+    assert_eq!(status, ExitStatus::Code(0), "{out:#?}");
+    assert_eq!(out, ["kept", "denied"], "only the volume is writable under /data");
+    sandbox.destroy(Duration::ZERO).await.unwrap();
+    assert_eq!(fs::read_to_string(volume.join("file")).unwrap(), "kept\n");
+    let mut bad = fx.spec("volbad");
+    bad.volumes = vec![sandbox::Volume { host: volume.clone(), guest: "/etc/x".into() }];
+    assert!(fx.host.create(bad).await.is_err(), "volumes live under /data only");
     fx.finish().await;
 }
 

@@ -541,6 +541,35 @@ impl Store {
         serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))
     }
 
+    /// Resources of a user, by name (bounded), and how many there are.
+    pub async fn resources_of(&self, owner: &str, limit: i64) -> Result<(Vec<ResourceRow>, i64)> {
+        let sql = format!(
+            "SELECT coalesce((SELECT jsonb_agg(to_jsonb(t) ORDER BY t.name) FROM
+                 (SELECT * FROM {READ_MODEL_SCHEMA}.resources WHERE owner = $1 ORDER BY name LIMIT $2) t), '[]'::jsonb),
+                    (SELECT count(*) FROM {READ_MODEL_SCHEMA}.resources WHERE owner = $1)"
+        );
+        let (json, total): (serde_json::Value, i64) =
+            sqlx::query_as(&sql).bind(owner).bind(limit).fetch_one(&self.pool).await?;
+        let rows = serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))?;
+        Ok((rows, total))
+    }
+
+    /// A user's resource by name.
+    pub async fn resource_named(&self, owner: &str, name: &str) -> Result<Option<ResourceRow>> {
+        let sql = format!("SELECT to_jsonb(t) FROM {READ_MODEL_SCHEMA}.resources t WHERE owner = $1 AND name = $2");
+        let json: Option<serde_json::Value> =
+            sqlx::query_scalar(&sql).bind(owner).bind(name).fetch_optional(&self.pool).await?;
+        json.map(|j| serde_json::from_value(j).map_err(|e| Error::Decode(format!("resources: {e}")))).transpose()
+    }
+
+    /// Names of a user's services whose variables reference resource `name` (at most 50).
+    pub async fn services_using(&self, owner: &str, name: &str) -> Result<Vec<String>> {
+        let sql = format!(
+            "SELECT name FROM {READ_MODEL_SCHEMA}.services WHERE owner = $1 AND resources ? $2 ORDER BY name LIMIT 50"
+        );
+        Ok(sqlx::query_scalar(&sql).bind(owner).bind(name).fetch_all(&self.pool).await?)
+    }
+
     /// Services that have a live deployment (what a restarted runtime brings back).
     pub async fn services_with_live_deployment(&self) -> Result<Vec<String>> {
         let sql = format!("SELECT service_id FROM {READ_MODEL_SCHEMA}.services WHERE live_deployment IS NOT NULL");

@@ -93,6 +93,11 @@ pub fn env_context(service_id: &str, name: &str) -> String {
     format!("env/{service_id}/{name}")
 }
 
+/// The context a resource's credentials are sealed in: they open only for that resource.
+pub fn resource_context(resource_id: &str) -> String {
+    format!("resource/{resource_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

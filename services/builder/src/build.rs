@@ -238,6 +238,7 @@ impl Job<'_> {
             cpu_millis: 0,
             pids_max: 512,
             tmp_mb: 512,
+            volumes: vec![],
         }
     }
 

@@ -68,7 +68,9 @@ async fn export(tag: &str, out: &Path, start: Option<&str>) -> Result<ImageRun, 
         return Err(Outcome::Failed(FailureReason::BuildFailed {
             command: "read the image's CMD".into(),
             exit_code: None,
-            log_tail: vec!["the image has no ENTRYPOINT or CMD: add one to the Dockerfile, or set start_command".into()],
+            log_tail: vec![
+                "the image has no ENTRYPOINT or CMD: add one to the Dockerfile, or set start_command".into(),
+            ],
         }));
     }
     let working_dir = config["WorkingDir"].as_str().filter(|w| !w.is_empty()).unwrap_or("/").to_owned();

@@ -19,6 +19,7 @@ use crate::AppState;
 use crate::auth::Principal;
 use crate::github_app::{self, GithubConfig};
 use crate::repos::{self, RepoError};
+use crate::resources;
 use crate::services::{self, DeploymentView, LogTail, ServiceError, ServiceSummary};
 use events::LogKind;
 
@@ -48,6 +49,11 @@ impl IntoCallToolResult for ToolError {
 }
 
 impl ToolError {
+    fn with_message(mut self, message: String) -> Self {
+        self.message = message;
+        self
+    }
+
     fn unauthenticated() -> Self {
         Self {
             error: "unauthenticated",
@@ -88,6 +94,13 @@ pub struct LimitsView {
     pub max_memory_mb: u32,
     /// CPU one service may ask for, in thousandths of a core.
     pub max_cpu_millis: u32,
+}
+
+fn kind_text(kind: events::ResourceKind) -> String {
+    match kind {
+        events::ResourceKind::Sqlite => "sqlite".into(),
+        events::ResourceKind::Postgres => "postgres".into(),
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ToolError {
@@ -394,6 +407,102 @@ pub struct Deleted {
     /// False when there was no such service (deleting twice is fine).
     pub deleted: bool,
     pub message: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CreateResourceParams {
+    /// 1-63 lowercase letters, digits and `-`; services reference it as `${{ resources.<name>.url }}`.
+    pub name: String,
+    /// `sqlite` (default) or `postgres`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// `small` (default), `medium` or `large`.
+    #[serde(default)]
+    pub size: Option<String>,
+    /// Where the provider should place it, when it has regions.
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ResourceParams {
+    /// The resource's name.
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct DeleteResourceParams {
+    /// The resource's name.
+    pub name: String,
+    /// Delete even though services reference it (they will fail to deploy until changed).
+    #[serde(default)]
+    pub force: Option<bool>,
+}
+
+/// A resource in a list (no credentials).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ResourceSummary {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub size: String,
+    /// provisioning, ready or failed.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ResourceList {
+    pub resources: Vec<ResourceSummary>,
+    pub total: i64,
+    pub truncated: bool,
+}
+
+/// A resource created (or found: `created` false).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CreatedResourceView {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub size: String,
+    pub status: String,
+    pub created: bool,
+    pub next_step: String,
+}
+
+/// A resource with its connection details.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ResourceDetail {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub size: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// provisioning, ready or failed.
+    pub status: String,
+    /// Why provisioning failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// The connection URL (a secret: it carries the password), once ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// The auth token (libSQL), when the provider gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Services whose variables reference it.
+    pub used_by: Vec<String>,
+    /// How to use it from a service.
+    pub usage: String,
 }
 
 const DEFAULT_LOG_LINES: u32 = 20;
@@ -836,6 +945,186 @@ impl McpServer {
             "deleted: the app stops within seconds and its URL is free".to_owned()
         } else {
             format!("no service `{}` in project `{project}` (already deleted?)", p.name)
+        };
+        Ok(Json(Deleted { name: p.name, deleted, message }))
+    }
+
+    /// Create a database. `type` is `sqlite` (default) or `postgres`. Returns at once with status
+    /// `provisioning`; it becomes `ready` (or `failed`, with the reason) within seconds: check with
+    /// `get_resource`. Wire it into a service with env_vars such as
+    /// `DATABASE_URL: "${{ resources.<name>.url }}"` (also token, user, password, host, port,
+    /// database), resolved at each deployment. Safe to retry.
+    #[tool(
+        name = "create_resource",
+        annotations(
+            title = "Create a database",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
+    )]
+    pub async fn create_resource(
+        &self,
+        Parameters(p): Parameters<CreateResourceParams>,
+        Extension(parts): Extension<http::request::Parts>,
+    ) -> Result<Json<CreatedResourceView>, ToolError> {
+        let me = principal(&parts)?;
+        let owner = user_id(&me)?;
+        let new = resources::NewResource::validate(p.name, p.kind, p.size, p.region)?;
+        let (_, total) = self.state.store.resources_of(&me.user_id, 0).await.map_err(unavailable)?;
+        if total >= i64::from(me.limits.max_resources)
+            && resources::find(&self.state, owner, &new.name).await.map_err(unavailable)?.is_none()
+        {
+            return Err(ServiceError::Limit(format!(
+                "you have {total} resources, the limit of your account: delete one first"
+            ))
+            .into());
+        }
+        let created = resources::create(&self.state, owner, new).await?;
+        let spec = created.resource.spec.as_ref().expect("a created resource has a spec");
+        let status = match created.resource.status {
+            domain::ResourceStatus::Ready => "ready",
+            domain::ResourceStatus::Failed => "failed",
+            _ => "provisioning",
+        };
+        Ok(Json(CreatedResourceView {
+            name: spec.name.clone(),
+            kind: kind_text(spec.kind),
+            size: spec.size.clone(),
+            status: status.into(),
+            created: created.created,
+            next_step: format!(
+                "call get_resource for its URL once ready; reference it in create_service env_vars as \"${{{{ resources.{}.url }}}}\"",
+                spec.name
+            ),
+        }))
+    }
+
+    /// List your resources (databases) with their type and status; no credentials (at most 20).
+    #[tool(
+        name = "list_resources",
+        annotations(
+            title = "List resources",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn list_resources(
+        &self,
+        Extension(parts): Extension<http::request::Parts>,
+    ) -> Result<Json<ResourceList>, ToolError> {
+        let me = principal(&parts)?;
+        let (rows, total) = self.state.store.resources_of(&me.user_id, LIST_LIMIT).await.map_err(unavailable)?;
+        let resources: Vec<_> = rows
+            .into_iter()
+            .map(|r| ResourceSummary { name: r.name, kind: r.kind, size: r.size, status: r.status })
+            .collect();
+        Ok(Json(ResourceList { truncated: (resources.len() as i64) < total, resources, total }))
+    }
+
+    /// A resource with its connection URL and credentials (secrets: keep them out of logs and
+    /// commits; prefer `${{ resources.<name>.url }}` in a service's env_vars), its status, and
+    /// which services use it.
+    #[tool(
+        name = "get_resource",
+        annotations(
+            title = "Get a resource",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn get_resource(
+        &self,
+        Parameters(p): Parameters<ResourceParams>,
+        Extension(parts): Extension<http::request::Parts>,
+    ) -> Result<Json<ResourceDetail>, ToolError> {
+        let me = principal(&parts)?;
+        let owner = user_id(&me)?;
+        let not_found = || {
+            ToolError::from(ServiceError::NotFound(p.name.chars().take(80).collect())).with_message(format!(
+                "no resource named `{}`: list_resources shows yours",
+                p.name.chars().take(80).collect::<String>()
+            ))
+        };
+        let mut row = None;
+        for attempt in 0..40 {
+            row = self.state.store.resource_named(&me.user_id, &p.name).await.map_err(unavailable)?;
+            if row.is_some() {
+                break;
+            }
+            if attempt == 0 && resources::find(&self.state, owner, &p.name).await.map_err(unavailable)?.is_none() {
+                return Err(not_found());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let row = row.ok_or_else(not_found)?;
+        let credentials: Option<::resources::Credentials> = match &row.credentials {
+            Some(sealed) => {
+                let sealed: events::Sealed = serde_json::from_value(sealed.clone()).map_err(unavailable)?;
+                let clear = self
+                    .state
+                    .apps
+                    .keyring
+                    .open(&sealed, &vault::resource_context(&row.resource_id))
+                    .map_err(unavailable)?;
+                Some(serde_json::from_str(&clear).map_err(unavailable)?)
+            }
+            None => None,
+        };
+        let used_by = self.state.store.services_using(&me.user_id, &row.name).await.map_err(unavailable)?;
+        let c = credentials.as_ref();
+        let field = |f: fn(&::resources::Credentials) -> Option<String>| c.and_then(f);
+        Ok(Json(ResourceDetail {
+            usage: format!(
+                "in create_service env_vars: {{\"DATABASE_URL\": \"${{{{ resources.{}.url }}}}\"}}",
+                row.name
+            ),
+            name: row.name,
+            kind: row.kind,
+            size: row.size,
+            region: row.region,
+            status: row.status,
+            failure: row.failure,
+            url: c.map(|c| c.url.clone()),
+            host: field(|c| c.host.clone()),
+            port: c.and_then(|c| c.port),
+            database: field(|c| c.database.clone()),
+            user: field(|c| c.user.clone()),
+            password: field(|c| c.password.clone()),
+            token: field(|c| c.token.clone()),
+            used_by,
+        }))
+    }
+
+    /// Delete a resource and its data, for real. Refused while services reference it unless
+    /// `force` is true. Deleting one that does not exist is not an error.
+    #[tool(
+        name = "delete_resource",
+        annotations(
+            title = "Delete a resource",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
+    )]
+    pub async fn delete_resource(
+        &self,
+        Parameters(p): Parameters<DeleteResourceParams>,
+        Extension(parts): Extension<http::request::Parts>,
+    ) -> Result<Json<Deleted>, ToolError> {
+        let me = principal(&parts)?;
+        let owner = user_id(&me)?;
+        let deleted = resources::delete(&self.state, owner, &p.name, p.force == Some(true)).await?;
+        let message = if deleted {
+            "deleted: its data is being removed and the name is free".to_owned()
+        } else {
+            format!("no resource `{}` (already deleted?)", p.name.chars().take(80).collect::<String>())
         };
         Ok(Json(Deleted { name: p.name, deleted, message }))
     }

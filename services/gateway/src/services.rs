@@ -195,7 +195,8 @@ impl NewService {
         validate_env(&env)?;
         let mut resources = Vec::new();
         for (name, value) in &env {
-            let refs = domain::refs::parse(value).map_err(|e| ServiceError::Invalid(format!("env var `{name}`: {e}")))?;
+            let refs =
+                domain::refs::parse(value).map_err(|e| ServiceError::Invalid(format!("env var `{name}`: {e}")))?;
             resources.extend(refs.into_iter().map(|r| r.resource));
         }
         resources.sort();
@@ -289,6 +290,13 @@ pub async fn create(state: &AppState, owner: UserId, new: NewService) -> Result<
     }
     let repo =
         repos::find(&state.commands, owner, &new.repo).await?.ok_or_else(|| RepoError::NotFound(new.repo.clone()))?;
+    for name in &new.resources {
+        if crate::resources::find(state, owner, name).await.map_err(unavailable)?.is_none() {
+            return Err(ServiceError::Invalid(format!(
+                "the env vars reference resource `{name}`, which you do not have: create it with create_resource first (list_resources shows yours)"
+            )));
+        }
+    }
     let (claim_id, key) = service_claim(owner, &new.project, &new.name);
     let held: Claim = state.commands.load(&claim_id).await.map_err(unavailable)?;
     let service_id = match held.holder {

@@ -22,6 +22,8 @@ pub struct Launch {
     pub env: Vec<(String, String)>,
     pub memory_mb: u32,
     pub cpu_millis: u32,
+    /// Persistent directories (local SQLite resources) the app sees under `/data`.
+    pub volumes: Vec<sandbox::Volume>,
 }
 
 /// Why a start did not end healthy.

@@ -10,6 +10,7 @@
 mod driver;
 mod health;
 mod local;
+mod provision;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 pub use driver::{Driver, Launch, Report, Running, StartError};
 pub use health::probe;
 pub use local::LocalDriver;
+pub use provision::{Providers, Provisioner, provider_key};
 
 #[derive(Clone)]
 pub struct Config {
@@ -249,6 +251,7 @@ impl Scheduler {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| internal("the build output is gone; redeploy the service to build it again"))?;
+        let (resources, volumes) = self.resource_credentials(spec).await?;
         let mut env = Vec::with_capacity(spec.env.len());
         for (name, sealed) in &spec.env {
             let value = self
@@ -256,6 +259,10 @@ impl Scheduler {
                 .keyring
                 .open(sealed, &vault::env_context(&spec.service_id.to_string(), name))
                 .map_err(|e| internal(&format!("variable {name}: {e}")))?;
+            let value = domain::refs::resolve(&value, |resource, field| {
+                resources.get(resource).and_then(|c| credential_field(c, field))
+            })
+            .map_err(|r| FailureReason::ResourceNotReady { name: r.resource, status: "missing that field".into() })?;
             env.push((name.clone(), value));
         }
         Ok(Launch {
@@ -268,7 +275,54 @@ impl Scheduler {
             env,
             memory_mb: spec.memory_mb,
             cpu_millis: spec.cpu_millis,
+            volumes,
         })
+    }
+
+    /// The credentials of every resource the service's variables reference, opened; a resource
+    /// missing or not ready fails the deployment with its name and status.
+    async fn resource_credentials(
+        &self,
+        spec: &domain::Spec,
+    ) -> Result<(HashMap<String, resources::Credentials>, Vec<sandbox::Volume>), FailureReason> {
+        let mut out = HashMap::new();
+        let mut volumes = Vec::new();
+        for name in &spec.resources {
+            let not_ready =
+                |status: &str| FailureReason::ResourceNotReady { name: name.clone(), status: status.into() };
+            let claim_id = events::ClaimKind::Resource.claim_id(&format!("{}/{name}", spec.owner));
+            let claim: domain::Claim =
+                self.config.commands.load(&claim_id).await.map_err(|e| internal(&e.to_string()))?;
+            let Some(holder) = claim.holder.filter(|h| h.owner == spec.owner) else { return Err(not_ready("missing")) };
+            let resource: domain::Resource =
+                self.config.commands.load(&holder.target).await.map_err(|e| internal(&e.to_string()))?;
+            let sealed = match (resource.status, &resource.credentials) {
+                (domain::ResourceStatus::Ready, Some(sealed)) => sealed,
+                (domain::ResourceStatus::Failed, _) => return Err(not_ready("failed")),
+                (domain::ResourceStatus::Provisioning, _) => return Err(not_ready("still provisioning")),
+                _ => return Err(not_ready("missing")),
+            };
+            let clear = self
+                .config
+                .keyring
+                .open(sealed, &vault::resource_context(&holder.target))
+                .map_err(|e| internal(&format!("resource {name}: {e}")))?;
+            let mut credentials: resources::Credentials =
+                serde_json::from_str(&clear).map_err(|e| internal(&format!("resource {name}: {e}")))?;
+            // A local SQLite file: its directory is bound into the sandbox, and the app gets the
+            // path it sees there.
+            if let Some(host_path) = credentials.url.strip_prefix("file:").map(std::path::PathBuf::from)
+                && let (Some(dir), Some(file)) = (host_path.parent(), host_path.file_name())
+            {
+                let guest = format!("/data/{name}");
+                let inside = format!("{guest}/{}", file.to_string_lossy());
+                volumes.push(sandbox::Volume { host: dir.to_path_buf(), guest });
+                credentials.url = format!("file:{inside}");
+                credentials.database = Some(inside);
+            }
+            out.insert(name.clone(), credentials);
+        }
+        Ok((out, volumes))
     }
 
     /// Stops a deleted service and frees its host.
@@ -344,6 +398,20 @@ impl Scheduler {
                 current.running.stop().await;
             }
         }
+    }
+}
+
+/// One field of a resource's credentials, as `${{ resources.<name>.<field> }}` names it.
+fn credential_field(c: &resources::Credentials, field: &str) -> Option<String> {
+    match field {
+        "url" => Some(c.url.clone()),
+        "token" => c.token.clone(),
+        "user" => c.user.clone(),
+        "password" => c.password.clone(),
+        "host" => c.host.clone(),
+        "port" => c.port.map(|p| p.to_string()),
+        "database" => c.database.clone(),
+        _ => None,
     }
 }
 

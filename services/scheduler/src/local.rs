@@ -264,6 +264,7 @@ impl Supervisor {
             cpu_millis: l.cpu_millis,
             pids_max: 256,
             tmp_mb: 64,
+            volumes: self.launch.volumes.clone(),
         };
         let sb = self.driver.sandbox.create(spec).await.map_err(|e| e.to_string())?;
         let mut env = match &self.command {
