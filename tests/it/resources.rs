@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use deploy_mcp::Components;
-use deploy_mcp_tests::{TestPlatform, call_tool, eventually, mcp_client, tool_err, tool_ok, unique};
+use deploy_mcp_tests::{
+    Scratch, TestPlatform, call_tool, eventually, git, mcp_client, shared_nats_url, tool_err, tool_ok, unique,
+};
 use rmcp::RoleClient;
 use rmcp::service::RunningService;
 use serde_json::{Value, json};
@@ -156,5 +158,98 @@ async fn bad_resource_requests_get_actionable_errors() {
     assert_eq!(e["error"], "not_found");
     let d = tool_ok(call_tool(&stranger, "delete_resource", json!({ "name": "mine" })).await);
     assert_eq!(d["deleted"], false);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn turso_databases_get_a_token_and_failures_leave_nothing_behind() {
+    let turso = resources::fake::FakeTurso::start("acme", "platform-token", "default").await.unwrap();
+    let with_token = |token: &'static str| {
+        let url = turso.url();
+        move |s: &mut deploy_mcp::Settings| {
+            s.sqlite_provider = "turso".into();
+            s.turso_api_url = url;
+            s.turso_org = Some("acme".into());
+            s.turso_api_token = Some(token.into());
+        }
+    };
+    let mut p =
+        TestPlatform::start_with(&shared_nats_url().await, without_builder(), with_token("platform-token")).await;
+    let (key, _) = p.new_key("turso@example.test").await;
+    let client = mcp_client(&p.mcp_url(), &key).await.unwrap();
+
+    tool_ok(call_tool(&client, "create_resource", json!({ "name": "edge" })).await);
+    let edge = ready(&client, "edge").await;
+    assert!(edge["url"].as_str().unwrap().starts_with("libsql://"), "{edge}");
+    let token = edge["token"].as_str().unwrap();
+    assert!(!token.is_empty());
+    assert_eq!(p.adapters.store.events_containing(token).await.unwrap(), 0, "the token is sealed");
+
+    // Half-way: the database is made, its token fails. It is removed, and the retry makes one.
+    turso.fail_next_token();
+    tool_ok(call_tool(&client, "create_resource", json!({ "name": "retried" })).await);
+    ready(&client, "retried").await;
+    assert_eq!(turso.databases().len(), 2, "no orphaned database: {:?}", turso.databases());
+
+    tool_ok(call_tool(&client, "delete_resource", json!({ "name": "edge" })).await);
+    tool_ok(call_tool(&client, "delete_resource", json!({ "name": "retried" })).await);
+    eventually(Duration::from_secs(30), "the Turso databases deleted", || async {
+        turso.databases().is_empty().then_some(())
+    })
+    .await;
+    p.stop().await;
+
+    // Refused by the provider: the resource fails with the reason, and nothing is left.
+    let mut p = TestPlatform::start_with(&shared_nats_url().await, without_builder(), with_token("wrong-token")).await;
+    let (key, _) = p.new_key("turso@example.test").await;
+    let client = mcp_client(&p.mcp_url(), &key).await.unwrap();
+    tool_ok(call_tool(&client, "create_resource", json!({ "name": "refused" })).await);
+    let failed = eventually(Duration::from_secs(30), "the resource to fail", || async {
+        let r = tool_ok(call_tool(&client, "get_resource", json!({ "name": "refused" })).await);
+        (r["status"] == "failed").then_some(r)
+    })
+    .await;
+    assert!(failed["failure"].as_str().unwrap().contains("token"), "{failed}");
+    assert!(failed.get("url").is_none(), "{failed}");
+    assert!(turso.databases().is_empty());
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_app_reads_its_database_reference_resolved_at_deploy_time() {
+    let (mut p, client) = platform(Components::ALL).await;
+    tool_ok(call_tool(&client, "create_resource", json!({ "name": "notes" })).await);
+    ready(&client, "notes").await;
+    tool_ok(call_tool(&client, "create_repo", json!({ "name": "api" })).await);
+    let token = tool_ok(call_tool(&client, "get_git_token", json!({ "name": "api" })).await);
+    let dir = Scratch::new();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/apps/python");
+    for f in ["main.py", "message.txt"] {
+        std::fs::copy(fixture.join(f), dir.0.join(f)).unwrap();
+    }
+    git(&dir.0, &["init", "-q"]).unwrap();
+    git(&dir.0, &["add", "."]).unwrap();
+    git(&dir.0, &["commit", "-q", "-m", "app"]).unwrap();
+    git(&dir.0, &["push", "-q", token["authenticated_url"].as_str().unwrap(), "HEAD:main"]).unwrap();
+    let env = json!({ "DATABASE_URL": "${{ resources.notes.url }}", "DB_FILE": "${{ resources.notes.database }}" });
+    let created = tool_ok(
+        call_tool(&client, "create_service", json!({ "repo": "api", "name": "api", "env_vars": env, "wait": true }))
+            .await,
+    );
+    assert_eq!(created["status"], "live", "{created}");
+    let router = p.running.as_ref().unwrap().router_addr.unwrap();
+    let host = created["url"].as_str().unwrap().trim_start_matches("http://").to_owned();
+    let http = reqwest::Client::new();
+    let read = |path: &'static str| {
+        let (http, host) = (http.clone(), host.clone());
+        async move {
+            let r = http.get(format!("http://{router}{path}")).header("host", host).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap().trim().to_owned())
+        }
+    };
+    assert_eq!(read("/env/DATABASE_URL").await, (200, "file:/data/notes/db.sqlite".to_owned()));
+    assert_eq!(read("/env/DB_FILE").await, (200, "/data/notes/db.sqlite".to_owned()));
+    let s = tool_ok(call_tool(&client, "get_service", json!({ "name": "api", "include_env": true })).await);
+    assert_eq!(s["env"]["DATABASE_URL"], "${{ resources.notes.url }}", "the reference is stored, not the secret");
     p.stop().await;
 }

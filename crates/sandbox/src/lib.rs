@@ -289,7 +289,10 @@ fn validate_spec(spec: &Spec) -> Result<()> {
                 &format!("{} must be an existing directory, by absolute path", v.host.display()),
             );
         }
-        reachable_by_app_user(&v.host, "volumes")?;
+        // The directory itself is chowned to the app at create; the way to it must let it through.
+        if let Some(parent) = v.host.parent() {
+            reachable_by_app_user(parent, "volumes")?;
+        }
     }
     reachable_by_app_user(&spec.app_dir, "app_dir")
 }

@@ -63,6 +63,10 @@ pub enum Error {
     Store(#[from] store::Error),
 }
 
+/// Deliveries of a built deployment the runtime may fail to start (its own failures, not the
+/// app's) before the deployment is failed.
+const MAX_START_ATTEMPTS: i64 = 5;
+
 /// The port an app listens on when the service does not say.
 pub const DEFAULT_PORT: u16 = 8080;
 
@@ -141,8 +145,10 @@ impl Scheduler {
             let _ = delivery.ack().await;
             return;
         };
+        let mut failing = None;
         let result = match event {
             ServiceEvent::BuildSucceeded { deployment_id, .. } => {
+                failing = Some(deployment_id);
                 let progress = async {
                     loop {
                         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -163,6 +169,16 @@ impl Scheduler {
         match result {
             Ok(()) => {
                 let _ = delivery.ack().await;
+            }
+            // The platform keeps failing to start it: say so on the deployment rather than retry forever.
+            Err(e) if delivery.delivered() >= MAX_START_ATTEMPTS && failing.is_some() => {
+                tracing::warn!(%service, error = %e, "scheduler: giving up on a deployment");
+                let deployment_id = failing.expect("checked");
+                let reason = internal(&format!("the runtime could not start it: {e}"));
+                let fail = ServiceCommand::Fail { deployment_id, reason, now: Utc::now() };
+                if self.execute(service, fail).await.is_ok() {
+                    let _ = delivery.ack().await;
+                }
             }
             Err(e) => {
                 tracing::warn!(%service, error = %e, "scheduler: will retry");
