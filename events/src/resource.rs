@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{ResourceId, Sealed, UserId, event_enum};
+use crate::{ResourceId, Sealed, ServiceId, UserId, event_enum};
 
 /// The kind of a resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -36,8 +36,16 @@ pub enum ResourceEvent {
     ResourceDeleted {
         deleted_at: DateTime<Utc>,
     },
+    /// A service's variables reference this resource: recorded before the service is, so a
+    /// delete never misses a user.
+    ResourceAttached {
+        service_id: ServiceId,
+    },
+    ResourceDetached {
+        service_id: ServiceId,
+    },
 }
 
 event_enum!(ResourceEvent, "resource", {
-    ResourceRequested, ResourceProvisioned, ResourceFailed, ResourceDeleted,
+    ResourceRequested, ResourceProvisioned, ResourceFailed, ResourceDeleted, ResourceAttached, ResourceDetached,
 });

@@ -1,5 +1,7 @@
 use chrono::{DateTime, Utc};
-use events::{ResourceEvent, ResourceId, ResourceKind, Sealed, UserId};
+use std::collections::BTreeSet;
+
+use events::{ResourceEvent, ResourceId, ResourceKind, Sealed, ServiceId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::Rejection;
@@ -11,6 +13,8 @@ pub struct Resource {
     pub status: ResourceStatus,
     pub credentials: Option<Sealed>,
     pub failure: Option<String>,
+    /// Services whose variables reference it.
+    pub users: BTreeSet<ServiceId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,9 +52,18 @@ pub enum ResourceCommand {
         reason: String,
         now: DateTime<Utc>,
     },
+    /// `force` deletes even while services reference it.
     Delete {
         owner: UserId,
+        force: bool,
         now: DateTime<Utc>,
+    },
+    Attach {
+        owner: UserId,
+        service_id: ServiceId,
+    },
+    Detach {
+        service_id: ServiceId,
     },
 }
 
@@ -81,12 +94,23 @@ impl Resource {
                 ResourceStatus::Provisioning => vec![ResourceEvent::ResourceFailed { reason, failed_at: now }],
                 _ => vec![],
             }),
-            ResourceCommand::Delete { owner, now } => match &self.spec {
-                Some(s) if s.owner == owner && self.status != ResourceStatus::Deleted => {
-                    Ok(vec![ResourceEvent::ResourceDeleted { deleted_at: now }])
+            ResourceCommand::Delete { owner, force, now } => match self.live_for(owner) {
+                Some(s) if !force && !self.users.is_empty() => {
+                    Err(Rejection::Invalid(format!("resource `{}` is used by {} service(s)", s.name, self.users.len())))
                 }
-                _ => Err(Rejection::NotFound { what: "resource".into() }),
+                Some(_) => Ok(vec![ResourceEvent::ResourceDeleted { deleted_at: now }]),
+                None => Err(Rejection::NotFound { what: "resource".into() }),
             },
+            ResourceCommand::Attach { owner, service_id } => match self.live_for(owner) {
+                Some(_) if self.users.contains(&service_id) => Ok(vec![]),
+                Some(_) => Ok(vec![ResourceEvent::ResourceAttached { service_id }]),
+                None => Err(Rejection::NotFound { what: "resource".into() }),
+            },
+            ResourceCommand::Detach { service_id } => Ok(if self.users.contains(&service_id) {
+                vec![ResourceEvent::ResourceDetached { service_id }]
+            } else {
+                vec![]
+            }),
         }
     }
 
@@ -114,6 +138,12 @@ impl Resource {
             ResourceEvent::ResourceDeleted { .. } => {
                 self.credentials = None;
                 self.status = ResourceStatus::Deleted;
+            }
+            ResourceEvent::ResourceAttached { service_id } => {
+                self.users.insert(*service_id);
+            }
+            ResourceEvent::ResourceDetached { service_id } => {
+                self.users.remove(service_id);
             }
         }
     }
@@ -168,17 +198,39 @@ mod tests {
         let owner = UserId::new();
         let mut r = Resource::default();
         apply(&mut r, ResourceCommand::Request { spec: spec(owner), now: T });
-        apply(&mut r, ResourceCommand::Delete { owner, now: T });
+        apply(&mut r, ResourceCommand::Delete { owner, force: false, now: T });
         assert!(apply(&mut r, ResourceCommand::Provisioned { credentials: sealed(), now: T }).is_empty());
-        assert!(r.decide(ResourceCommand::Delete { owner, now: T }).is_err(), "deleting twice is not found");
+        assert!(
+            r.decide(ResourceCommand::Delete { owner, force: false, now: T }).is_err(),
+            "deleting twice is not found"
+        );
     }
 
     #[test]
     fn given_other_owner_when_deleting_then_not_found() {
         let mut r = Resource::default();
         apply(&mut r, ResourceCommand::Request { spec: spec(UserId::new()), now: T });
-        let err = r.decide(ResourceCommand::Delete { owner: UserId::new(), now: T }).unwrap_err();
+        let err = r.decide(ResourceCommand::Delete { owner: UserId::new(), force: true, now: T }).unwrap_err();
         assert!(matches!(err, Rejection::NotFound { .. }));
+    }
+
+    #[test]
+    fn given_a_user_when_deleting_then_refused_unless_forced() {
+        let owner = UserId::new();
+        let mut r = Resource::default();
+        apply(&mut r, ResourceCommand::Request { spec: spec(owner), now: T });
+        let service_id = ServiceId::new();
+        apply(&mut r, ResourceCommand::Attach { owner, service_id });
+        assert!(apply(&mut r, ResourceCommand::Attach { owner, service_id }).is_empty(), "attached once");
+        assert!(matches!(
+            r.decide(ResourceCommand::Delete { owner, force: false, now: T }),
+            Err(Rejection::Invalid(_))
+        ));
+        assert_eq!(r.decide(ResourceCommand::Delete { owner, force: true, now: T }).unwrap().len(), 1);
+        apply(&mut r, ResourceCommand::Detach { service_id });
+        assert_eq!(r.decide(ResourceCommand::Delete { owner, force: false, now: T }).unwrap().len(), 1);
+        let stranger = ResourceCommand::Attach { owner: UserId::new(), service_id };
+        assert!(matches!(r.decide(stranger), Err(Rejection::NotFound { .. })));
     }
 
     #[test]

@@ -154,21 +154,23 @@ pub async fn delete(
 ) -> Result<bool, crate::services::ServiceError> {
     use crate::services::ServiceError;
     let Some(resource) = find(state, owner, name).await.map_err(ServiceError::Unavailable)? else { return Ok(false) };
-    let users = state
-        .store
-        .services_using(&owner.to_string(), name)
-        .await
-        .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
-    if !users.is_empty() && !force {
-        return Err(ServiceError::Invalid(format!(
-            "resource `{name}` is used by services {}: delete those services (or recreate them without the reference) first, or pass force: true to delete it anyway (they will fail to deploy)",
-            users.iter().map(|u| format!("`{u}`")).collect::<Vec<_>>().join(", ")
-        )));
-    }
     let spec = resource.spec.as_ref().expect("a live resource has a spec");
-    let cmd = domain::ResourceCommand::Delete { owner, now: chrono::Utc::now() };
+    // The aggregate decides (its users are recorded before each service is): the read model
+    // only names them.
+    let cmd = domain::ResourceCommand::Delete { owner, force, now: chrono::Utc::now() };
     match state.commands.resources.execute(&spec.resource_id.to_string(), cmd).await {
         Ok(()) | Err(cqrs_es::AggregateError::UserError(domain::Rejection::NotFound { .. })) => {}
+        Err(cqrs_es::AggregateError::UserError(domain::Rejection::Invalid(_))) => {
+            let users = state.store.services_using(&owner.to_string(), name).await.unwrap_or_default();
+            let named = if users.is_empty() {
+                format!("{} service(s) being created", resource.users.len())
+            } else {
+                users.iter().map(|u| format!("`{u}`")).collect::<Vec<_>>().join(", ")
+            };
+            return Err(ServiceError::Invalid(format!(
+                "resource `{name}` is used by services {named}: delete those services (or recreate them without the reference) first, or pass force: true to delete it anyway (they will fail to deploy)"
+            )));
+        }
         Err(e) => return Err(ServiceError::Unavailable(e.to_string())),
     }
     release(state, owner, name).await;

@@ -320,6 +320,14 @@ pub async fn create(state: &AppState, owner: UserId, new: NewService) -> Result<
             state.apps.url(&hostname)
         )));
     }
+    for name in &new.resources {
+        let resource = crate::resources::find(state, owner, name).await.map_err(unavailable)?;
+        let Some(spec) = resource.as_ref().and_then(|r| r.spec.as_ref()) else {
+            return Err(ServiceError::Invalid(format!("resource `{name}` was just deleted: create it again first")));
+        };
+        let attach = domain::ResourceCommand::Attach { owner, service_id };
+        state.commands.resources.execute(&spec.resource_id.to_string(), attach).await.map_err(unavailable)?;
+    }
     let attach = RepoCommand::AttachService { owner, service_id, branch: new.branch.clone() };
     state.commands.repos.execute(&repo.repo_id.to_string(), attach).await.map_err(unavailable)?;
     let head = match repo.host {
@@ -391,6 +399,14 @@ pub async fn delete(state: &AppState, owner: UserId, project: &str, name: &str) 
     match state.commands.services.execute(&sid, ServiceCommand::Delete { owner, now: Utc::now() }).await {
         Ok(()) | Err(AggregateError::UserError(Rejection::NotFound { .. })) => {}
         Err(e) => return Err(unavailable(e)),
+    }
+    for name in &spec.resources {
+        if let Ok(Some(resource)) = crate::resources::find(state, owner, name).await
+            && let Some(r) = &resource.spec
+        {
+            let detach = domain::ResourceCommand::Detach { service_id: spec.service_id };
+            state.commands.resources.execute(&r.resource_id.to_string(), detach).await.map_err(unavailable)?;
+        }
     }
     let detach = RepoCommand::DetachService { service_id: spec.service_id };
     state.commands.repos.execute(&spec.repo.to_string(), detach).await.map_err(unavailable)?;

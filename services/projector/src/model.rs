@@ -456,6 +456,8 @@ impl Model {
             ResourceEvent::ResourceDeleted { .. } => {
                 self.resources.retain(|_, r| r.agg_id != agg);
             }
+            // The services table already lists each service's resources.
+            ResourceEvent::ResourceAttached { .. } | ResourceEvent::ResourceDetached { .. } => {}
         }
     }
 
