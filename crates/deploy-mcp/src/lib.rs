@@ -32,10 +32,10 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<Adapters> {
     let read_models = store.migrate().await.context("migrating the database")?;
     // Roles of `postgres` resources live on this server too: they must not reach the platform's
     // own database.
-    if let (Some(admin), Some(own)) = (settings.postgres_admin_url(), config::database_of(&settings.database_url)) {
-        if let Err(e) = resources::protect_database(&admin, &own).await {
-            tracing::warn!(error = %e, database = %own, "could not revoke CONNECT on the platform's database from PUBLIC");
-        }
+    if let (Some(admin), Some(own)) = (settings.postgres_admin_url(), config::database_of(&settings.database_url))
+        && let Err(e) = resources::protect_database(&admin, &own).await
+    {
+        tracing::warn!(error = %e, database = %own, "could not revoke CONNECT on the platform's database from PUBLIC");
     }
     let bus = Bus::connect(&settings.nats_url, &settings.nats_prefix)
         .await
