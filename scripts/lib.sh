@@ -9,10 +9,12 @@
 #     nats-server 2.9 on 4222 is too old and is left alone;
 #   - PowerDNS (sqlite backend) on 127.0.0.1:15353, REST API on 127.0.0.1:18081;
 #     bubblewrap, nftables, iproute2 (the app sandbox), buildah (Dockerfile builds), python3,
-#     node and a static busybox (fixture apps).
+#     node and a static busybox (fixture apps);
+#   - pebble (ACME test CA) on https://127.0.0.1:14000/dir, management API on 15000, validating
+#     DNS-01 challenges against that PowerDNS.
 # Every step is idempotent: a second run only checks and exports.
 # Servers started here are detached (setsid) and outlive the script; their logs and pid files are
-# under $DEPLOY_MCP_CACHE (nats/, pdns/).
+# under $DEPLOY_MCP_CACHE (nats/, pdns/, pebble/).
 
 set -euo pipefail
 
@@ -427,6 +429,79 @@ EOF
 	export DEPLOY_MCP_PDNS_URL DEPLOY_MCP_PDNS_API_KEY
 }
 
+# --- pebble (ACME test CA) -------------------------------------------------------------------
+
+# Starts pebble on 127.0.0.1:$DEPLOY_MCP_PEBBLE_PORT (14000; management API on 15000) validating
+# DNS-01 challenges against our PowerDNS (so call it after setup_pdns). Its HTTPS certificate is
+# self-signed, made once under $DEPLOY_MCP_CACHE/pebble/ and exported as DEPLOY_MCP_ACME_CA_ROOT.
+# Each start gets a fresh issuing root: tests read it from $DEPLOY_MCP_PEBBLE_MGMT/roots/0.
+setup_pebble() {
+	need_apt pebble openssl
+	local dir="$DEPLOY_MCP_CACHE/pebble"
+	local port=${DEPLOY_MCP_PEBBLE_PORT:-14000} mgmt=${DEPLOY_MCP_PEBBLE_MGMT_PORT:-15000}
+	local dns_port=${DEPLOY_MCP_PDNS_PORT:-15353}
+	mkdir -p "$dir"
+	local cert="$dir/cert.pem" key="$dir/key.pem"
+	if [[ ! -s $cert || ! -s $key ]]; then
+		dm_log "making pebble's self-signed HTTPS certificate $cert"
+		# CA:FALSE: rustls (webpki) refuses a CA certificate as a server's own certificate.
+		(umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+			-subj /CN=pebble -addext 'subjectAltName=IP:127.0.0.1,DNS:localhost' \
+			-addext 'basicConstraints=critical,CA:FALSE' -addext 'extendedKeyUsage=serverAuth' \
+			-keyout "$key.tmp" -out "$cert.tmp" >"$dir/openssl.log" 2>&1) || {
+			dm_tail "$dir/openssl.log"
+			dm_die "openssl could not make pebble's certificate (log: $dir/openssl.log)"
+		}
+		mv "$key.tmp" "$key"
+		mv "$cert.tmp" "$cert"
+	fi
+
+	# httpPort/tlsPort are where pebble would validate HTTP-01/TLS-ALPN-01 challenges: unused (DNS-01 only).
+	local conf
+	conf=$(
+		cat <<EOF
+{"pebble":{"listenAddress":"127.0.0.1:$port","managementListenAddress":"127.0.0.1:$mgmt","certificate":"$cert","privateKey":"$key","httpPort":15002,"tlsPort":15001,"ocspResponderURL":"","externalAccountBindingRequired":false}}
+EOF
+	)
+	if [[ ! -f $dir/pebble.json || $(<"$dir/pebble.json") != "$conf" ]]; then
+		printf '%s\n' "$conf" >"$dir/pebble.json"
+	fi
+
+	local url="https://127.0.0.1:$port/dir" code
+	code=$(dm_http_code "$url" --cacert "$cert")
+	if [[ $code == 000 ]]; then
+		[[ $(dm_http_code "$url" -k) == 000 ]] ||
+			dm_die "something on 127.0.0.1:$port answers HTTPS with a certificate other than $cert — a pebble started elsewhere? Stop it (pid in $dir/pebble.pid) or set DEPLOY_MCP_PEBBLE_PORT"
+		local log="$dir/pebble.log"
+		dm_log "starting pebble on 127.0.0.1:$port (management $mgmt, DNS 127.0.0.1:$dns_port, log $log)"
+		dm_daemonize "$log" env PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 \
+			pebble -config "$dir/pebble.json" -dnsserver "127.0.0.1:$dns_port"
+		local pid=$DM_DAEMON_PID i
+		for ((i = 0; i < 150; i++)); do
+			code=$(dm_http_code "$url" --cacert "$cert")
+			[[ $code == 200 ]] && break
+			if ! dm_alive "$pid"; then
+				dm_tail "$log"
+				dm_die "pebble exited at start (port $port or $mgmt in use? set DEPLOY_MCP_PEBBLE_PORT / DEPLOY_MCP_PEBBLE_MGMT_PORT)"
+			fi
+			sleep 0.2
+		done
+		[[ $code == 200 ]] || {
+			dm_tail "$log"
+			dm_die "pebble's directory $url did not answer within 30 s (last HTTP status $code)"
+		}
+		printf '%s\n' "$pid" >"$dir/pebble.pid"
+	elif [[ $code != 200 ]]; then
+		dm_die "$url answers HTTP $code, not pebble's directory — stop what runs on 127.0.0.1:$port or set DEPLOY_MCP_PEBBLE_PORT"
+	fi
+	[[ $(dm_http_code "https://127.0.0.1:$mgmt/roots/0" --cacert "$cert") == 200 ]] ||
+		dm_die "pebble's management API https://127.0.0.1:$mgmt/roots/0 does not answer — is 127.0.0.1:$mgmt another server? Set DEPLOY_MCP_PEBBLE_MGMT_PORT to pebble's"
+	DEPLOY_MCP_ACME_DIRECTORY=$url
+	DEPLOY_MCP_ACME_CA_ROOT=$cert
+	DEPLOY_MCP_PEBBLE_MGMT=https://127.0.0.1:$mgmt
+	export DEPLOY_MCP_ACME_DIRECTORY DEPLOY_MCP_ACME_CA_ROOT DEPLOY_MCP_PEBBLE_MGMT
+}
+
 # --- everything -------------------------------------------------------------------------------
 
 setup_all() {
@@ -436,9 +511,10 @@ setup_all() {
 	setup_postgres
 	setup_nats
 	setup_pdns
+	setup_pebble
 	: "${DEPLOY_MCP_DATABASE_URL:=$DM_PG_URL_BASE/deploy_mcp}"
 	export DEPLOY_MCP_DATABASE_URL
-	dm_log "ready: postgres 127.0.0.1:5432, nats-server $DM_NATS_VERSION $DEPLOY_MCP_NATS_URL, PowerDNS $DEPLOY_MCP_PDNS_URL"
+	dm_log "ready: postgres 127.0.0.1:5432, nats-server $DM_NATS_VERSION $DEPLOY_MCP_NATS_URL, PowerDNS $DEPLOY_MCP_PDNS_URL, pebble $DEPLOY_MCP_ACME_DIRECTORY"
 }
 
 # Prints `export NAME=value` lines (shell-quoted) for the named variables that are set.
@@ -453,4 +529,5 @@ dm_print_exports() {
 # Variables every caller of setup_all gets.
 # shellcheck disable=SC2034 # used by scripts/dev and scripts/test
 DM_EXPORTS=(DEPLOY_MCP_CACHE CARGO_TARGET_DIR CARGO_TERM_COLOR DEPLOY_MCP_DATABASE_URL
-	DEPLOY_MCP_NATS_URL NATS_SERVER_BIN DEPLOY_MCP_PDNS_URL DEPLOY_MCP_PDNS_API_KEY)
+	DEPLOY_MCP_NATS_URL NATS_SERVER_BIN DEPLOY_MCP_PDNS_URL DEPLOY_MCP_PDNS_API_KEY
+	DEPLOY_MCP_ACME_DIRECTORY DEPLOY_MCP_ACME_CA_ROOT DEPLOY_MCP_PEBBLE_MGMT)
