@@ -16,12 +16,14 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use router::{Routes, Upstream};
+use router::{Certs, Routes, Upstream};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
 const HOST: &str = "bench.test";
+/// Resolves to 127.0.0.1 without any setup.
+const TLS_NAME: &str = "localhost";
 const THREADS: u32 = 2;
 const CONNECTIONS: u32 = 50;
 const SECONDS: u32 = 5;
@@ -36,21 +38,28 @@ fn main() {
     let router_runtime = runtime("router");
     let app = app_runtime.block_on(start_app());
     let shutdown = CancellationToken::new();
-    let router = router_runtime.block_on(async {
+    let (router, router_tls) = router_runtime.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind router");
         let addr = listener.local_addr().expect("router address");
         let routes = Routes::default();
         routes.set(HOST, Upstream::Http(app));
-        tokio::spawn(router::serve(listener, routes, shutdown.clone()));
-        addr
+        tokio::spawn(router::serve(listener, routes.clone(), shutdown.clone()));
+        // wrk sends the URL's host as SNI and verifies nothing: a self-signed certificate for it will do.
+        let issued = rcgen::generate_simple_self_signed(vec![TLS_NAME.to_owned()]).expect("test certificate");
+        let certs = Certs::default();
+        certs.set(TLS_NAME, &issued.cert.pem(), &issued.signing_key.serialize_pem()).expect("install certificate");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind router (TLS)");
+        let tls_addr = listener.local_addr().expect("router address (TLS)");
+        tokio::spawn(router::serve_tls(listener, routes, certs, shutdown.clone()));
+        (addr, tls_addr)
     });
 
     println!("wrk -t{THREADS} -c{CONNECTIONS} -d{SECONDS}s, hello-world app, all on 127.0.0.1");
-    let Some(direct) = wrk(app) else { return };
+    let Some(direct) = wrk(&format!("http://{app}/")) else { return };
     direct.print("direct");
     let before = APP_CONNECTIONS.load(Ordering::Relaxed);
     let cpu_before = thread_cpu_seconds("router");
-    let Some(routed) = wrk(router) else { return };
+    let Some(routed) = wrk(&format!("http://{router}/")) else { return };
     let cpu = thread_cpu_seconds("router") - cpu_before;
     routed.print("router");
     println!(
@@ -59,11 +68,22 @@ fn main() {
     );
     println!("app connections opened by the router: {}", APP_CONNECTIONS.load(Ordering::Relaxed) - before);
     println!("ratio router/direct: {:.2}", routed.requests_per_second / direct.requests_per_second);
+    // HTTPS on keep-alive connections: mostly the cost of encryption, handshakes are few.
+    let cpu_before = thread_cpu_seconds("router");
+    if let Some(tls) = wrk(&format!("https://{TLS_NAME}:{}/", router_tls.port())) {
+        let cpu = thread_cpu_seconds("router") - cpu_before;
+        tls.print("tls");
+        println!(
+            "router TLS CPU: {cpu:.2} s, {:.1} us per request",
+            cpu * 1e6 / (tls.requests_per_second * f64::from(SECONDS))
+        );
+        println!("ratio tls/direct: {:.2}", tls.requests_per_second / direct.requests_per_second);
+    }
     shutdown.cancel();
     // The same run through nginx, when installed, as a yardstick on this machine at this moment.
     if let Some(mut nginx) = Nginx::start(app) {
         let cpu_before = children_cpu_seconds(nginx.child.id());
-        if let Some(proxied) = wrk(nginx.addr) {
+        if let Some(proxied) = wrk(&format!("http://{}/", nginx.addr)) {
             let cpu = children_cpu_seconds(nginx.child.id()) - cpu_before;
             proxied.print("nginx");
             println!(
@@ -220,7 +240,7 @@ impl Figures {
     }
 }
 
-fn wrk(addr: SocketAddr) -> Option<Figures> {
+fn wrk(url: &str) -> Option<Figures> {
     let output = Command::new("wrk")
         .args([
             &format!("-t{THREADS}"),
@@ -229,7 +249,7 @@ fn wrk(addr: SocketAddr) -> Option<Figures> {
             "--latency",
             "-H",
             &format!("Host: {HOST}"),
-            &format!("http://{addr}/"),
+            url,
         ])
         .output()
         .expect("run wrk");
@@ -243,7 +263,7 @@ fn wrk(addr: SocketAddr) -> Option<Figures> {
         p99: field("99%").unwrap_or_default(),
     };
     if figures.requests_per_second == 0.0 || text.contains("Non-2xx") || text.contains("Socket errors") {
-        println!("wrk against {addr} reported a problem:\n{text}{}", String::from_utf8_lossy(&output.stderr));
+        println!("wrk against {url} reported a problem:\n{text}{}", String::from_utf8_lossy(&output.stderr));
         if figures.requests_per_second == 0.0 {
             return None;
         }

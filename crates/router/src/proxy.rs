@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::body::RouterBody;
 use crate::pool::{self, UpstreamError};
 use crate::routes::{InFlight, Routes};
-use crate::{Upstream, host, static_files};
+use crate::{Certs, Upstream, host, static_files};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -26,8 +26,49 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// What every connection of one `serve` shares.
 pub(crate) struct Shared {
     pub(crate) routes: Routes,
+    /// `X-Forwarded-Proto`: the scheme clients reach this listener by.
+    forwarded_proto: HeaderValue,
+    /// Plain HTTP with HTTPS next door: hosts that have a certificate are sent there.
+    redirect: Option<Redirect>,
     /// Cancelled when `serve` returns: ends upgraded tunnels that outlived the shutdown grace.
     pub(crate) hard_stop: CancellationToken,
+}
+
+impl Shared {
+    pub(crate) fn new(routes: Routes, scheme: &'static str, redirect: Option<Redirect>) -> Self {
+        Self {
+            routes,
+            forwarded_proto: HeaderValue::from_static(scheme),
+            redirect,
+            hard_stop: CancellationToken::new(),
+        }
+    }
+}
+
+/// Where `serve_with_redirects` sends the hosts it has a certificate for.
+pub(crate) struct Redirect {
+    certs: Certs,
+    /// `:<port>` of the HTTPS listener, empty for 443.
+    port: Box<str>,
+}
+
+impl Redirect {
+    pub(crate) fn new(certs: Certs, https_port: u16) -> Self {
+        let port = if https_port == 443 { String::new() } else { format!(":{https_port}") };
+        Self { certs, port: port.into() }
+    }
+
+    /// The `308` to HTTPS when a certificate covers `host` (normalised): 308 keeps the method and body.
+    fn response<B>(&self, host: &str, req: &Request<B>) -> Option<Response<RouterBody>> {
+        self.certs.lookup(host)?;
+        let path = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+        let location = format!("https://{host}{}{path}", self.port);
+        // Host and path come from a parsed request, so this only fails on a host no certificate could cover.
+        let value = HeaderValue::from_str(&location).ok()?;
+        let mut response = text(StatusCode::PERMANENT_REDIRECT, format!("308 Permanent Redirect: {location}\n"));
+        response.headers_mut().insert(header::LOCATION, value);
+        Some(response)
+    }
 }
 
 /// Per client connection.
@@ -46,6 +87,11 @@ pub(crate) async fn handle(client: Arc<Client>, req: Request<Incoming>) -> Resul
             ));
         };
         let key = host::normalize(authority);
+        if let Some(redirect) = &client.shared.redirect
+            && let Some(response) = redirect.response(&key, &req)
+        {
+            return Ok(response);
+        }
         match client.shared.routes.acquire(&key) {
             Some(in_flight) => in_flight,
             None => {
@@ -75,7 +121,7 @@ async fn forward(
     let upgrade = requested_upgrade(req.headers());
     // Taken before the request is forwarded: it is the client side of a tunnel, if the upstream agrees.
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    let host = prepare_request(&mut req, &client.ip);
+    let host = prepare_request(&mut req, &client.ip, &client.shared.forwarded_proto);
     let result = match (upgrade, client_upgrade) {
         (Some(protocol), Some(client_upgrade)) => tunnel(client, in_flight, addr, req, protocol, client_upgrade).await,
         _ => match in_flight.pool.send(addr, req).await {
@@ -91,7 +137,7 @@ async fn forward(
 
 /// Rewrites the client's request for the upstream: origin-form URI, HTTP/1.1, no hop-by-hop headers, `X-Forwarded-*`.
 /// Returns the original host, for messages.
-fn prepare_request(req: &mut Request<Incoming>, ip: &HeaderValue) -> Option<HeaderValue> {
+fn prepare_request(req: &mut Request<Incoming>, ip: &HeaderValue, proto: &HeaderValue) -> Option<HeaderValue> {
     if let Some(authority) = req.uri().authority() {
         // Absolute-form: the authority wins over any Host header (RFC 9112, 3.2.2).
         if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
@@ -114,7 +160,7 @@ fn prepare_request(req: &mut Request<Incoming>, ip: &HeaderValue) -> Option<Head
         None => ip.clone(),
     };
     headers.insert(&X_FORWARDED_FOR, forwarded_for);
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(&X_FORWARDED_PROTO, proto.clone());
     let host = headers.get(header::HOST).cloned();
     if let Some(host) = &host {
         headers.insert(&X_FORWARDED_HOST, host.clone());

@@ -408,3 +408,221 @@ async fn upstream_closing_idle_connections_is_no_error() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 5);
 }
+
+mod tls {
+    use http::StatusCode;
+    use router::{Certs, TlsError};
+    use rustls::AlertDescription;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use crate::helpers::{Client, TestCa, TestRouter, TestUpstream, alert_received, header, tls_connect, within};
+
+    /// A CA, a wildcard certificate for `*.apps.test` and an exact one for `shop.other.test`.
+    fn certs(ca: &TestCa) -> Certs {
+        let certs = Certs::default();
+        let wildcard = ca.issue("*.apps.test");
+        certs.set("*.apps.test", &wildcard.chain_pem, &wildcard.key_pem).unwrap();
+        let shop = ca.issue("shop.other.test");
+        certs.set("shop.other.test", &shop.chain_pem, &shop.key_pem).unwrap();
+        certs
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serves_https_by_sni() {
+        let ca = TestCa::new();
+        let certs = certs(&ca);
+        let x = TestUpstream::start("x").await;
+        let shop = TestUpstream::start("shop").await;
+        let router = TestRouter::start_tls(&certs).await;
+        router.routes.set("x.apps.test", x.upstream());
+        router.routes.set("shop.other.test", shop.upstream());
+
+        // The client checks the chain and the name against the wildcard certificate.
+        let stream = tls_connect(router.addr, "x.apps.test", &ca.roots).await.unwrap();
+        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        let mut client = Client::over(stream).await.unwrap();
+        assert_eq!(client.get("x.apps.test", "/").await.unwrap().body, "x");
+        let seen = client.get("x.apps.test", "/headers").await.unwrap().body;
+        assert!(seen.lines().any(|l| l == "x-forwarded-proto: https"), "{seen}");
+        // Keep-alive over TLS.
+        assert_eq!(client.get("x.apps.test", "/").await.unwrap().body, "x");
+
+        let stream = tls_connect(router.addr, "shop.other.test", &ca.roots).await.unwrap();
+        assert_eq!(Client::over(stream).await.unwrap().get("shop.other.test", "/").await.unwrap().body, "shop");
+
+        // A covered name without a route: the handshake succeeds, the request is a 404 as over HTTP.
+        let stream = tls_connect(router.addr, "nothing.apps.test", &ca.roots).await.unwrap();
+        let reply = Client::over(stream).await.unwrap().get("nothing.apps.test", "/").await.unwrap();
+        assert_eq!(reply.status, StatusCode::NOT_FOUND);
+
+        // Names no certificate covers are refused in the handshake, with no certificate shown.
+        for sni in ["y.z.apps.test", "apps.test", "unknown.test", "other.test", "127.0.0.1"] {
+            let error = tls_connect(router.addr, sni, &ca.roots).await.unwrap_err();
+            assert_eq!(alert_received(&error), Some(AlertDescription::UnrecognisedName), "{sni}: {error}");
+        }
+        // The router is unharmed.
+        let stream = tls_connect(router.addr, "x.apps.test", &ca.roots).await.unwrap();
+        assert_eq!(Client::over(stream).await.unwrap().get("x.apps.test", "/").await.unwrap().body, "x");
+    }
+
+    #[tokio::test]
+    async fn covers_exact_names_and_one_label_under_a_wildcard() {
+        let ca = TestCa::new();
+        let certs = certs(&ca);
+        for covered in ["x.apps.test", "X.Apps.Test:443", "x.apps.test.", "shop.other.test"] {
+            assert!(certs.covers(covered), "{covered}");
+        }
+        for uncovered in ["apps.test", "y.z.apps.test", ".apps.test", "*.apps.test", "other.test", "x.shop.other.test"]
+        {
+            assert!(!certs.covers(uncovered), "{uncovered}");
+        }
+        // An exact certificate wins over the wildcard one.
+        let exact = ca.issue("x.apps.test");
+        certs.set("x.apps.test", &exact.chain_pem, &exact.key_pem).unwrap();
+        certs.remove("*.apps.test");
+        assert!(certs.covers("x.apps.test"));
+        assert!(!certs.covers("w.apps.test"));
+        assert_eq!(format!("{certs:?}"), r#"Certs(["shop.other.test", "x.apps.test"])"#);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn new_connections_get_a_replaced_certificate() {
+        let ca = TestCa::new();
+        let certs = Certs::default();
+        let first = ca.issue("*.apps.test");
+        certs.set("*.apps.test", &first.chain_pem, &first.key_pem).unwrap();
+        let app = TestUpstream::start("app").await;
+        let router = TestRouter::start_tls(&certs).await;
+        router.routes.set("app.apps.test", app.upstream());
+
+        let stream = tls_connect(router.addr, "app.apps.test", &ca.roots).await.unwrap();
+        assert_eq!(stream.get_ref().1.peer_certificates().unwrap()[0], first.der);
+        let mut open = Client::over(stream).await.unwrap();
+
+        let renewed = ca.issue("*.apps.test");
+        certs.set("*.APPS.test.", &renewed.chain_pem, &renewed.key_pem).unwrap();
+        let stream = tls_connect(router.addr, "app.apps.test", &ca.roots).await.unwrap();
+        assert_eq!(stream.get_ref().1.peer_certificates().unwrap()[0], renewed.der);
+        assert_eq!(Client::over(stream).await.unwrap().get("app.apps.test", "/").await.unwrap().body, "app");
+        // A connection made before the renewal carries on.
+        assert_eq!(open.get("app.apps.test", "/").await.unwrap().body, "app");
+
+        certs.remove("*.apps.test");
+        let error = tls_connect(router.addr, "app.apps.test", &ca.roots).await.unwrap_err();
+        assert_eq!(alert_received(&error), Some(AlertDescription::UnrecognisedName), "{error}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn websocket_upgrade_over_tls() {
+        let ca = TestCa::new();
+        let certs = certs(&ca);
+        let app = TestUpstream::start("app").await;
+        let router = TestRouter::start_tls(&certs).await;
+        router.routes.set("ws.apps.test", app.upstream());
+
+        let mut stream = tls_connect(router.addr, "ws.apps.test", &ca.roots).await.unwrap();
+        let handshake = "GET /ws HTTP/1.1\r\nHost: ws.apps.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        stream.write_all(handshake.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            within(stream.read_exact(&mut byte)).await.unwrap();
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        stream.write_all(b"ping").await.unwrap();
+        let mut echoed = [0u8; 4];
+        within(stream.read_exact(&mut echoed)).await.unwrap();
+        assert_eq!(&echoed, b"ping");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_handshakes_time_out() {
+        let ca = TestCa::new();
+        let router = TestRouter::start_tls(&certs(&ca)).await;
+        // Connected, but never says hello: the router hangs up once the handshake time is over.
+        let mut idle = TcpStream::connect(router.addr).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut buf = [0u8; 1];
+        assert_eq!(within(idle.read(&mut buf)).await.unwrap(), 0);
+        let waited = started.elapsed();
+        assert!(
+            waited >= std::time::Duration::from_secs(10) && waited < std::time::Duration::from_secs(11),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn redirects_covered_hosts_to_https() {
+        let ca = TestCa::new();
+        let certs = certs(&ca);
+        let plain = TestUpstream::start("plain").await;
+        let router = TestRouter::start_with_redirects(&certs, 8443).await;
+        router.routes.set("x.apps.test", plain.upstream());
+        router.routes.set("plain.test", plain.upstream());
+
+        let reply = router.get("X.apps.test:80", "/a/b?c=d&e").await;
+        assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(header(&reply.headers, "location"), "https://x.apps.test:8443/a/b?c=d&e");
+        // Also for hosts without a route, and for any method (308 keeps it).
+        let reply = router.get("shop.other.test", "/").await;
+        assert_eq!(header(&reply.headers, "location"), "https://shop.other.test:8443/");
+        let mut client = router.client().await;
+        let post = http::Request::post("http://x.apps.test/form")
+            .body(http_body_util::Full::new(bytes::Bytes::from("x=1")))
+            .unwrap();
+        let reply = client.send(post).await.unwrap();
+        assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(header(&reply.headers, "location"), "https://x.apps.test:8443/form");
+
+        // Hosts without a certificate are proxied as before.
+        let reply = router.get("plain.test", "/headers").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(reply.body.lines().any(|l| l == "x-forwarded-proto: http"), "{}", reply.body);
+        assert_eq!(router.get("y.z.apps.test", "/").await.status, StatusCode::NOT_FOUND);
+
+        // The port is left out for 443; a certificate installed later is picked up at once.
+        let router = TestRouter::start_with_redirects(&certs, 443).await;
+        router.routes.set("plain.test", plain.upstream());
+        assert_eq!(header(&router.get("x.apps.test", "/p").await.headers, "location"), "https://x.apps.test/p");
+        assert_eq!(router.get("plain.test", "/").await.body, "plain");
+        let issued = ca.issue("plain.test");
+        certs.set("plain.test", &issued.chain_pem, &issued.key_pem).unwrap();
+        assert_eq!(header(&router.get("plain.test", "/").await.headers, "location"), "https://plain.test/");
+    }
+
+    #[test]
+    fn rejects_bad_pem_and_mismatched_keys() {
+        let ca = TestCa::new();
+        let good = ca.issue("app.test");
+        let other = ca.issue("app.test");
+        let certs = Certs::default();
+        let set = |name: &str, chain: &str, key: &str| certs.set(name, chain, key).unwrap_err();
+
+        assert!(matches!(set("app.test", "", &good.key_pem), TlsError::NoCertificate));
+        assert!(matches!(set("app.test", "not pem", &good.key_pem), TlsError::NoCertificate));
+        let truncated = &good.chain_pem[..good.chain_pem.len() / 2];
+        assert!(matches!(set("app.test", truncated, &good.key_pem), TlsError::CertificatePem { .. }));
+        assert!(matches!(set("app.test", &good.chain_pem, ""), TlsError::KeyPem));
+        let broken_key = good.key_pem.replace("PRIVATE KEY-----\n", "PRIVATE KEY-----\n!!");
+        let error = set("app.test", &good.chain_pem, &broken_key);
+        assert!(matches!(error, TlsError::KeyPem), "{error}");
+        assert!(matches!(set("app.test", &good.chain_pem, &other.key_pem), TlsError::KeyMismatch));
+        let garbage_der = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let error = set("app.test", garbage_der, &good.key_pem);
+        assert!(matches!(error, TlsError::Unusable(_)), "{error}");
+        for name in ["", "*", "a.*.test", "app.test:443", "127.0.0.1"] {
+            assert!(matches!(set(name, &good.chain_pem, &good.key_pem), TlsError::InvalidName { .. }), "{name}");
+        }
+        // Nothing was installed, and no message quotes the key.
+        assert!(!certs.covers("app.test"));
+        let key_body: String = good.key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let message = set("app.test", &good.chain_pem, &broken_key).to_string();
+        assert!(!message.contains(&key_body[..16]), "{message}");
+
+        certs.set("app.test", &good.chain_pem, &good.key_pem).unwrap();
+        assert!(certs.covers("app.test"));
+    }
+}

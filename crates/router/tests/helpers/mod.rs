@@ -1,4 +1,4 @@
-//! A test upstream, a running router and small HTTP clients, all on 127.0.0.1.
+//! A test upstream, a running router, small HTTP(S) clients and a test CA, all on 127.0.0.1.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,11 +19,17 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use router::Routes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use router::{Certs, Routes};
+use rustls::client::Resumption;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{AlertDescription, ClientConfig, RootCertStore};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 /// Every wait in these tests is bounded by this.
@@ -161,11 +167,33 @@ pub struct TestRouter {
 
 impl TestRouter {
     pub async fn start() -> Self {
+        Self::spawn(router::serve).await
+    }
+
+    /// HTTPS with `certs`.
+    pub async fn start_tls(certs: &Certs) -> Self {
+        let certs = certs.clone();
+        Self::spawn(|listener, routes, shutdown| router::serve_tls(listener, routes, certs, shutdown)).await
+    }
+
+    /// Plain HTTP that sends hosts covered by `certs` to HTTPS on `https_port`.
+    pub async fn start_with_redirects(certs: &Certs, https_port: u16) -> Self {
+        let certs = certs.clone();
+        Self::spawn(move |listener, routes, shutdown| {
+            router::serve_with_redirects(listener, routes, certs, https_port, shutdown)
+        })
+        .await
+    }
+
+    async fn spawn<F>(serve: impl FnOnce(TcpListener, Routes, CancellationToken) -> F) -> Self
+    where
+        F: Future<Output = std::io::Result<()>> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let routes = Routes::default();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(router::serve(listener, routes.clone(), shutdown.clone()));
+        let task = tokio::spawn(serve(listener, routes.clone(), shutdown.clone()));
         Self { addr, routes, shutdown, task }
     }
 
@@ -193,9 +221,16 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let stream = TcpStream::connect(addr).await?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
+        Ok(Self::over(TcpStream::connect(addr).await?).await?)
+    }
+
+    /// HTTP/1.1 over an established connection (such as a TLS stream).
+    pub async fn over<I>(io: I) -> Result<Self, hyper::Error>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+        tokio::spawn(conn.with_upgrades());
         Ok(Self { sender })
     }
 
@@ -265,4 +300,65 @@ impl Drop for TempDir {
 
 pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
     headers.get(name).map(HeaderValue::to_str).and_then(Result::ok).unwrap_or("")
+}
+
+/// A CA for test certificates; clients trust only it.
+pub struct TestCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    pub roots: Arc<RootCertStore>,
+}
+
+/// A certificate the test CA issued, with its key, in PEM.
+pub struct Issued {
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub der: CertificateDer<'static>,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, "router test CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(issuer.der().clone()).unwrap();
+        Self { issuer, roots: Arc::new(roots) }
+    }
+
+    /// A leaf certificate for `name` (a host or a `*.` wildcard) with a fresh key.
+    pub fn issue(&self, name: &str) -> Issued {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_owned()]).unwrap().signed_by(&key, &*self.issuer).unwrap();
+        Issued { chain_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().clone() }
+    }
+}
+
+/// A TLS connection to `addr` with `sni` as the server name, trusting only `roots`, offering ALPN `http/1.1`.
+/// Without resumption, so every connection shows the certificate served now.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    sni: &str,
+    roots: &Arc<RootCertStore>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(Arc::clone(roots))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = Resumption::disabled();
+    let stream = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(sni.to_owned()).unwrap();
+    within(TlsConnector::from(Arc::new(config)).connect(name, stream)).await
+}
+
+/// The alert the server refused a handshake with, if that is how it failed.
+pub fn alert_received(error: &std::io::Error) -> Option<AlertDescription> {
+    match error.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert) => Some(*alert),
+        _ => None,
+    }
 }
