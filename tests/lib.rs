@@ -204,6 +204,7 @@ pub fn test_settings(database_url: &str, nats_url: &str) -> Settings {
     s.db_pool = 8;
     s.data_dir = std::env::temp_dir().join(unique("deploy-mcp-data-"));
     s.router_listen = "127.0.0.1:0".parse().expect("addr");
+    s.router_tls_listen = "127.0.0.1:0".parse().expect("addr");
     s.health_timeout_secs = 5;
     s
 }
@@ -234,7 +235,7 @@ impl TestPlatform {
         let adapters = deploy_mcp::connect(&settings).await.expect("connect to the test database and NATS");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
-        let listeners = deploy_mcp::Listeners { gateway: Some(listener), router: None };
+        let listeners = deploy_mcp::Listeners { gateway: Some(listener), ..Default::default() };
         let running = deploy_mcp::start(&settings, &adapters, components, listeners).await.expect("start");
         Self { settings, adapters, running: Some(running), base_url, db }
     }

@@ -17,6 +17,15 @@ pub enum ZoneEvent {
         expires_at: DateTime<Utc>,
         requested_at: DateTime<Utc>,
     },
+    /// The ownership TXT record was seen: proof that survives the NS delegation hiding it.
+    OwnershipProven {
+        proven_at: DateTime<Utc>,
+    },
+    /// A verification attempt found these still missing (recorded when that changes).
+    DelegationChecked {
+        missing: Vec<String>,
+        checked_at: DateTime<Utc>,
+    },
     ZoneVerified {
         verified_at: DateTime<Utc>,
     },
@@ -37,7 +46,8 @@ pub enum ZoneEvent {
 }
 
 event_enum!(ZoneEvent, "zone", {
-    ZoneDelegationRequested, ZoneVerified, ZoneActivated, CertificateIssued, ZoneExpired,
+    ZoneDelegationRequested, OwnershipProven, DelegationChecked, ZoneVerified, ZoneActivated, CertificateIssued,
+    ZoneExpired,
 });
 
 /// Events of the `domain` aggregate: a custom domain attached to a service.

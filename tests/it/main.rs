@@ -3,6 +3,7 @@
 
 mod cli;
 mod deploy;
+mod domains;
 mod gateway;
 mod git;
 mod github;

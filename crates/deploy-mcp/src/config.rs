@@ -131,6 +131,47 @@ pub struct Settings {
     pub turso_api_token: Option<String>,
     #[arg(long, env = "DEPLOY_MCP_TURSO_GROUP", default_value = "default", global = true)]
     pub turso_group: String,
+    /// PowerDNS's HTTP API, which serves delegated zones (unset key: custom domains are off).
+    #[arg(long, env = "DEPLOY_MCP_PDNS_URL", default_value = "http://127.0.0.1:18081", global = true)]
+    pub pdns_url: String,
+    #[arg(long, env = "DEPLOY_MCP_PDNS_API_KEY", hide_env_values = true, global = true)]
+    pub pdns_api_key: Option<String>,
+    /// The resolver that verifies delegations (TXT and NS): a recursive resolver in production,
+    /// the platform's PowerDNS in dev and tests.
+    #[arg(long, env = "DEPLOY_MCP_DNS_RESOLVER", default_value = "127.0.0.1:15353", global = true)]
+    pub dns_resolver: SocketAddr,
+    /// The platform's name servers, which users delegate their zones to (comma-separated).
+    #[arg(
+        long,
+        env = "DEPLOY_MCP_NAMESERVERS",
+        value_delimiter = ',',
+        default_value = "ns1.deploy-mcp.test",
+        global = true
+    )]
+    pub nameservers: Vec<String>,
+    /// The addresses custom domains resolve to: the router's public addresses (comma-separated).
+    #[arg(long, env = "DEPLOY_MCP_INGRESS_IPS", value_delimiter = ',', default_value = "127.0.0.1", global = true)]
+    pub ingress_ips: Vec<std::net::IpAddr>,
+    /// Days an unverified delegation waits before it expires.
+    #[arg(long, env = "DEPLOY_MCP_ZONE_EXPIRY_DAYS", default_value_t = 7, global = true)]
+    pub zone_expiry_days: i64,
+    /// Longest pause between two checks of a pending delegation.
+    #[arg(long, env = "DEPLOY_MCP_ZONE_CHECK_MAX_SECS", default_value_t = 60, global = true)]
+    pub zone_check_max_secs: u64,
+    /// The ACME directory for certificates (unset: no certificates; dev and tests use pebble).
+    #[arg(long, env = "DEPLOY_MCP_ACME_DIRECTORY", global = true)]
+    pub acme_directory: Option<String>,
+    /// A PEM file with the root that signs the ACME server's own HTTPS certificate (pebble's).
+    #[arg(long, env = "DEPLOY_MCP_ACME_CA_ROOT", global = true)]
+    pub acme_ca_root: Option<std::path::PathBuf>,
+    #[arg(long, env = "DEPLOY_MCP_ACME_EMAIL", global = true)]
+    pub acme_email: Option<String>,
+    /// Address of the router's HTTPS listener.
+    #[arg(long, env = "DEPLOY_MCP_ROUTER_TLS_LISTEN", default_value = "127.0.0.1:8443", global = true)]
+    pub router_tls_listen: SocketAddr,
+    /// The port HTTPS URLs show (default: the HTTPS listener's; 443 behind a proxy or NAT).
+    #[arg(long, env = "DEPLOY_MCP_APPS_HTTPS_PORT", global = true)]
+    pub apps_https_port: Option<u16>,
     /// Connections in the Postgres pool of this process.
     #[arg(long, env = "DEPLOY_MCP_DB_POOL", default_value_t = 16, global = true)]
     pub db_pool: u32,
@@ -215,6 +256,19 @@ impl Settings {
             Some(url) => Some(url.to_owned()),
             None => Some(with_database(&self.database_url, "postgres")),
         }
+    }
+
+    /// The ACME settings, when a directory is configured.
+    pub fn acme(&self) -> anyhow::Result<Option<acme::AcmeConfig>> {
+        let Some(directory_url) = self.acme_directory.clone() else { return Ok(None) };
+        let ca_root_pem = match &self.acme_ca_root {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("DEPLOY_MCP_ACME_CA_ROOT {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Some(acme::AcmeConfig { directory_url, contact_email: self.acme_email.clone(), ca_root_pem }))
     }
 
     pub fn public_url(&self) -> String {

@@ -86,6 +86,8 @@ pub struct Running {
     pub gateway_addr: Option<std::net::SocketAddr>,
     /// Where the router (apps' HTTP) listens, when the scheduler runs.
     pub router_addr: Option<std::net::SocketAddr>,
+    /// Where the router's HTTPS listens, when the scheduler runs.
+    pub router_tls_addr: Option<std::net::SocketAddr>,
     tasks: JoinSet<anyhow::Result<()>>,
 }
 
@@ -94,6 +96,7 @@ pub struct Running {
 pub struct Listeners {
     pub gateway: Option<TcpListener>,
     pub router: Option<TcpListener>,
+    pub router_tls: Option<TcpListener>,
 }
 
 async fn bind(given: Option<TcpListener>, addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -116,13 +119,17 @@ pub async fn start(
     let mut router_addr = None;
     let keyring = settings.keyring()?;
     let commands = std::sync::Arc::new(store::Commands::new(&adapters.store));
+    let mut router_tls_addr = None;
     let router = if components.scheduler {
         let l = bind(listeners.router, settings.router_listen, "router").await?;
         router_addr = Some(l.local_addr()?);
-        Some(l)
+        let tls = bind(listeners.router_tls, settings.router_tls_listen, "router (HTTPS)").await?;
+        router_tls_addr = Some(tls.local_addr()?);
+        Some((l, tls))
     } else {
         None
     };
+    let https_port = settings.apps_https_port.or(router_tls_addr.map(|a| a.port())).unwrap_or(443);
     let apps_port = settings.apps_port.or(router_addr.map(|a| a.port())).unwrap_or(settings.router_listen.port());
     if components.relay {
         let (store, bus, sd) = (adapters.store.clone(), adapters.bus.clone(), shutdown.clone());
@@ -154,6 +161,11 @@ pub async fn start(
             git_bin: settings.git_bin.clone(),
             reconcile_every: Duration::from_secs(30),
             github: settings.github()?,
+            zones: gateway::zones::ZonesConfig {
+                nameservers: settings.nameservers.clone(),
+                expiry: chrono::Duration::days(settings.zone_expiry_days),
+                https_port,
+            },
             apps: gateway::services::AppsConfig {
                 base_domain: settings.base_domain.clone(),
                 scheme: "http".into(),
@@ -184,9 +196,10 @@ pub async fn start(
             r
         });
     }
-    if let Some(listener) = router {
+    if let Some((listener, tls_listener)) = router {
         let sandbox = sandbox_host(settings, 's').await?;
         let routes = router::Routes::default();
+        let certs = router::Certs::default();
         let driver = scheduler::LocalDriver {
             bus: adapters.bus.clone(),
             sandbox: sandbox.clone(),
@@ -201,6 +214,7 @@ pub async fn start(
             data_dir: settings.data_dir.clone(),
             driver: std::sync::Arc::new(driver),
             routes: routes.clone(),
+            certs: certs.clone(),
             base_domain: settings.base_domain.clone(),
             drain_timeout: Duration::from_secs(10),
         };
@@ -212,8 +226,12 @@ pub async fn start(
         };
         let sd = shutdown.clone();
         tasks.spawn(async move { provisioner.run(sd).await.context("provisioner") });
+        let (sd, r, c) = (shutdown.clone(), routes.clone(), certs.clone());
+        tasks.spawn(async move { router::serve_tls(tls_listener, r, c, sd).await.context("router (HTTPS)") });
         let sd = shutdown.clone();
-        tasks.spawn(async move { router::serve(listener, routes, sd).await.context("router") });
+        tasks.spawn(async move {
+            router::serve_with_redirects(listener, routes, certs, https_port, sd).await.context("router")
+        });
         let sd = shutdown.clone();
         tasks.spawn(async move {
             let r = scheduler::run(config, sd).await.context("scheduler");
@@ -222,10 +240,27 @@ pub async fn start(
         });
     }
     if components.dns {
-        let (config, sd) = (dns::Config { bus: adapters.bus.clone() }, shutdown.clone());
-        tasks.spawn(async move { dns::run(config, sd).await.context("dns") });
+        match &settings.pdns_api_key {
+            None => tracing::warn!("DEPLOY_MCP_PDNS_API_KEY is not set: delegated zones and custom domains are off"),
+            Some(key) => {
+                let config = dns::Config {
+                    bus: adapters.bus.clone(),
+                    store: adapters.store.clone(),
+                    commands: commands.clone(),
+                    keyring: keyring.clone(),
+                    pdns: dnsops::PowerDns::new(&settings.pdns_url, key),
+                    checker: dnsops::Checker::new(settings.dns_resolver),
+                    nameservers: settings.nameservers.clone(),
+                    ingress: settings.ingress_ips.clone(),
+                    acme: settings.acme()?,
+                    max_check_interval: Duration::from_secs(settings.zone_check_max_secs),
+                };
+                let sd = shutdown.clone();
+                tasks.spawn(async move { dns::run(config, sd).await.context("dns") });
+            }
+        }
     }
-    Ok(Running { shutdown, gateway_addr, router_addr, tasks })
+    Ok(Running { shutdown, gateway_addr, router_addr, router_tls_addr, tasks })
 }
 
 /// The resource providers the configuration names.

@@ -5,16 +5,20 @@
 
 mod account;
 mod claim;
+mod custom_domain;
 pub mod refs;
 mod repo;
 mod resource;
 mod service;
+mod zone;
 
 pub use account::{Account, AccountCommand};
 pub use claim::{Claim, ClaimCommand};
+pub use custom_domain::{CustomDomain, DomainCommand, DomainSpec};
 pub use repo::{MAX_LIVE_TOKENS, Repo, RepoCommand};
 pub use resource::{Resource, ResourceCommand, ResourceSpec, ResourceStatus};
 pub use service::{Deployment, Service, ServiceCommand, Spec, Status, is_commit_sha};
+pub use zone::{Certificate, Zone, ZoneCommand, ZoneSpec, ZoneStatus};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,6 @@
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateContext, AggregateError, EventStore};
-use domain::{Account, Claim, Repo, Resource, Service};
+use domain::{Account, Claim, CustomDomain, Repo, Resource, Service, Zone};
 use postgres_es::{PostgresCqrs, PostgresEventRepository, postgres_cqrs};
 
 use crate::Store;
@@ -15,6 +15,8 @@ pub struct Commands {
     pub repos: PostgresCqrs<Repo>,
     pub services: PostgresCqrs<Service>,
     pub resources: PostgresCqrs<Resource>,
+    pub zones: PostgresCqrs<Zone>,
+    pub domains: PostgresCqrs<CustomDomain>,
     store: Store,
 }
 
@@ -32,6 +34,8 @@ impl Commands {
             repos: postgres_cqrs(store.pool.clone(), vec![], ()),
             services: postgres_cqrs(store.pool.clone(), vec![], ()),
             resources: postgres_cqrs(store.pool.clone(), vec![], ()),
+            zones: postgres_cqrs(store.pool.clone(), vec![], ()),
+            domains: postgres_cqrs(store.pool.clone(), vec![], ()),
             store: store.clone(),
         }
     }

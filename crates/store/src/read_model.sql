@@ -112,6 +112,7 @@ CREATE TABLE IF NOT EXISTS {schema}.zones (
     zone           text NOT NULL,
     txt_value      text NOT NULL,
     status         text NOT NULL,
+    missing        jsonb NOT NULL,
     expires_at     timestamptz NOT NULL,
     cert_not_after timestamptz,
     requested_at   timestamptz NOT NULL

@@ -244,6 +244,8 @@ row! {
         pub zone: String,
         pub txt_value: String,
         pub status: String,
+        /// What the last verification found missing (sentences).
+        pub missing: serde_json::Value,
         pub expires_at: DateTime<Utc>,
         pub cert_not_after: Option<DateTime<Utc>>,
         pub requested_at: DateTime<Utc>,
@@ -568,6 +570,61 @@ impl Store {
             "SELECT name FROM {READ_MODEL_SCHEMA}.services WHERE owner = $1 AND resources ? $2 ORDER BY name LIMIT 50"
         );
         Ok(sqlx::query_scalar(&sql).bind(owner).bind(name).fetch_all(&self.pool).await?)
+    }
+
+    /// A user's delegated zones, newest first (bounded).
+    pub async fn zones_of(&self, owner: &str, limit: i64) -> Result<Vec<ZoneRow>> {
+        let sql = format!(
+            "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.requested_at DESC), '[]'::jsonb)
+             FROM (SELECT * FROM {READ_MODEL_SCHEMA}.zones WHERE owner = $1 ORDER BY requested_at DESC LIMIT $2) t"
+        );
+        let json: serde_json::Value = sqlx::query_scalar(&sql).bind(owner).bind(limit).fetch_one(&self.pool).await?;
+        serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// Zones still waiting for verification (the dns service's work list).
+    pub async fn pending_zones(&self) -> Result<Vec<ZoneRow>> {
+        let sql = format!(
+            "SELECT coalesce(jsonb_agg(to_jsonb(t)), '[]'::jsonb) FROM {READ_MODEL_SCHEMA}.zones t WHERE status = 'pending'"
+        );
+        let json: serde_json::Value = sqlx::query_scalar(&sql).fetch_one(&self.pool).await?;
+        serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// Every active zone with its certificate state, and every custom domain (what the router
+    /// and the dns service restore at start).
+    pub async fn active_zones(&self) -> Result<Vec<ZoneRow>> {
+        let sql = format!(
+            "SELECT coalesce(jsonb_agg(to_jsonb(t)), '[]'::jsonb) FROM {READ_MODEL_SCHEMA}.zones t WHERE status = 'active'"
+        );
+        let json: serde_json::Value = sqlx::query_scalar(&sql).fetch_one(&self.pool).await?;
+        serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// Zones verified but not active yet, and active ones without a certificate.
+    pub async fn zones_to_finish(&self) -> Result<Vec<ZoneRow>> {
+        let sql = format!(
+            "SELECT coalesce(jsonb_agg(to_jsonb(t)), '[]'::jsonb) FROM {READ_MODEL_SCHEMA}.zones t
+             WHERE status = 'verified' OR (status = 'active' AND cert_not_after IS NULL)"
+        );
+        let json: serde_json::Value = sqlx::query_scalar(&sql).fetch_one(&self.pool).await?;
+        serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// Every custom domain.
+    pub async fn all_domains(&self) -> Result<Vec<DomainRow>> {
+        let sql = format!("SELECT coalesce(jsonb_agg(to_jsonb(t)), '[]'::jsonb) FROM {READ_MODEL_SCHEMA}.domains t");
+        let json: serde_json::Value = sqlx::query_scalar(&sql).fetch_one(&self.pool).await?;
+        serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// Custom domains of a service.
+    pub async fn domains_of_service(&self, service_id: &str) -> Result<Vec<DomainRow>> {
+        let sql = format!(
+            "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.domain), '[]'::jsonb) FROM {READ_MODEL_SCHEMA}.domains t WHERE service_id = $1"
+        );
+        let json: serde_json::Value = sqlx::query_scalar(&sql).bind(service_id).fetch_one(&self.pool).await?;
+        serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))
     }
 
     /// Services that have a live deployment (what a restarted runtime brings back).

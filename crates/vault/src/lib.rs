@@ -98,6 +98,11 @@ pub fn resource_context(resource_id: &str) -> String {
     format!("resource/{resource_id}")
 }
 
+/// The context a zone's certificate key is sealed in.
+pub fn zone_context(zone_id: &str) -> String {
+    format!("zone/{zone_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

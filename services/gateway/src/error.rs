@@ -15,6 +15,9 @@ pub enum ApiError {
     /// 503: a dependency is down; the body says which.
     #[error("not ready")]
     NotReady(serde_json::Value),
+    /// A request the caller can fix (or retry, for 503), with what to do.
+    #[error("{message}")]
+    Request { status: StatusCode, message: String },
 }
 
 impl IntoResponse for ApiError {
@@ -48,6 +51,15 @@ impl IntoResponse for ApiError {
                 res
             }
             ApiError::NotReady(detail) => (StatusCode::SERVICE_UNAVAILABLE, Json(detail)).into_response(),
+            ApiError::Request { status, message } => {
+                let error = match status {
+                    StatusCode::BAD_REQUEST => "invalid_request",
+                    StatusCode::NOT_FOUND => "not_found",
+                    StatusCode::CONFLICT => "conflict",
+                    _ => "unavailable",
+                };
+                (status, Json(json!({ "error": error, "message": message }))).into_response()
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod mcp;
 pub mod repos;
 pub mod resources;
 pub mod services;
+pub mod zones;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +59,8 @@ pub struct Config {
     pub github: Option<github_app::GithubConfig>,
     /// Where apps answer, and the key that seals their variables.
     pub apps: services::AppsConfig,
+    /// What delegating users are told (name servers, expiry).
+    pub zones: zones::ZonesConfig,
 }
 
 /// Shared state of every handler.
@@ -72,6 +75,7 @@ pub struct AppState {
     pub git: git::Git,
     pub github: github_app::GithubState,
     pub apps: services::AppsConfig,
+    pub zones: zones::ZonesConfig,
 }
 
 impl AppState {
@@ -120,6 +124,7 @@ impl AppState {
             git: git::Git::new(config.git_bin.clone(), config.data_dir.clone()),
             github: github_app::GithubState { config: config.github.clone(), ..Default::default() },
             apps: config.apps.clone(),
+            zones: config.zones.clone(),
         }
     }
 }
@@ -146,8 +151,10 @@ pub fn app(state: AppState, config: &Config, shutdown: CancellationToken) -> Rou
         Arc::new(LocalSessionManager::default()),
         mcp_config,
     );
-    let protected =
-        Router::new().nest_service("/mcp", mcp).layer(middleware::from_fn_with_state(state.clone(), require_key));
+    let protected = Router::new()
+        .nest_service("/mcp", mcp)
+        .route("/api/zones", get(zones::get_zones).post(zones::post_zone))
+        .layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -96,6 +96,17 @@ pub struct LimitsView {
     pub max_cpu_millis: u32,
 }
 
+fn zone_error(e: crate::zones::ZoneError) -> ToolError {
+    use crate::zones::ZoneError as Z;
+    let error = match &e {
+        Z::Invalid(_) => "invalid_argument",
+        Z::Taken(_) => "name_taken",
+        Z::NotFound(_) => "not_found",
+        Z::Unavailable(_) => "unavailable",
+    };
+    ToolError { error, message: e.to_string() }
+}
+
 fn kind_text(kind: events::ResourceKind) -> String {
     match kind {
         events::ResourceKind::Sqlite => "sqlite".into(),
@@ -503,6 +514,39 @@ pub struct ResourceDetail {
     pub used_by: Vec<String>,
     /// How to use it from a service.
     pub usage: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct AddDomainParams {
+    /// The service's name.
+    pub name: String,
+    /// Its project (default `default`).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// A name inside one of your active zones, e.g. `api.apps.example.com`.
+    pub domain: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct RemoveDomainParams {
+    /// The custom domain to detach, e.g. `api.apps.example.com`.
+    pub domain: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct DomainAdded {
+    pub domain: String,
+    pub service: String,
+    /// Where the service answers on this domain (HTTPS with the zone's certificate).
+    pub url: String,
+    /// False when it was already attached.
+    pub added: bool,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Delegations {
+    pub zones: Vec<crate::zones::ZoneView>,
+    pub next_step: String,
 }
 
 const DEFAULT_LOG_LINES: u32 = 20;
@@ -1127,6 +1171,96 @@ impl McpServer {
             format!("no resource `{}` (already deleted?)", p.name.chars().take(80).collect::<String>())
         };
         Ok(Json(Deleted { name: p.name, deleted, message }))
+    }
+
+    /// Your DNS zones delegated to the platform: each with its status (pending, verified, active,
+    /// expired), the TXT record and name servers to publish, what is still missing, and expiry.
+    /// Zones are delegated by a person on the /dns page (or `POST /api/zones`).
+    #[tool(
+        name = "list_delegations",
+        annotations(
+            title = "List delegated zones",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn list_delegations(
+        &self,
+        Extension(parts): Extension<http::request::Parts>,
+    ) -> Result<Json<Delegations>, ToolError> {
+        let me = principal(&parts)?;
+        let zones = crate::zones::list(&self.state, &me.user_id).await.map_err(zone_error)?;
+        let next_step = if zones.iter().any(|z| z.status == "active") {
+            "call add_custom_domain with a service and a name inside an active zone".into()
+        } else {
+            "have a person delegate a zone (the /dns page or POST /api/zones), publish its TXT and NS records, then wait for active".into()
+        };
+        Ok(Json(Delegations { zones, next_step }))
+    }
+
+    /// Attach a custom domain to one of your services: the domain must lie inside one of your
+    /// active zones (see list_delegations). It answers over HTTPS with the zone's wildcard
+    /// certificate within seconds. Safe to retry.
+    #[tool(
+        name = "add_custom_domain",
+        annotations(
+            title = "Add a custom domain",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn add_custom_domain(
+        &self,
+        Parameters(p): Parameters<AddDomainParams>,
+        Extension(parts): Extension<http::request::Parts>,
+    ) -> Result<Json<DomainAdded>, ToolError> {
+        let me = principal(&parts)?;
+        let owner = user_id(&me)?;
+        let project = p.project.unwrap_or_else(|| services::DEFAULT_PROJECT.to_owned());
+        let service = services::find(&self.state, owner, &project, &p.name)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(p.name.chars().take(80).collect()))?;
+        let spec = service.spec.as_ref().expect("found services have a spec");
+        let (domain, added) =
+            crate::zones::add_domain(&self.state, owner, spec.service_id, &p.domain).await.map_err(zone_error)?;
+        Ok(Json(DomainAdded {
+            url: crate::zones::https_url(&self.state.zones, &domain),
+            domain,
+            service: spec.name.clone(),
+            added,
+        }))
+    }
+
+    /// Detach a custom domain from its service: its DNS record and route are removed. Removing
+    /// one that is not attached is not an error.
+    #[tool(
+        name = "remove_custom_domain",
+        annotations(
+            title = "Remove a custom domain",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn remove_custom_domain(
+        &self,
+        Parameters(p): Parameters<RemoveDomainParams>,
+        Extension(parts): Extension<http::request::Parts>,
+    ) -> Result<Json<Deleted>, ToolError> {
+        let me = principal(&parts)?;
+        let owner = user_id(&me)?;
+        let deleted = crate::zones::remove_domain(&self.state, owner, &p.domain).await.map_err(zone_error)?;
+        let message = if deleted {
+            "removed: the name stops resolving and routing within seconds".into()
+        } else {
+            "that domain is not attached to any of your services".into()
+        };
+        Ok(Json(Deleted { name: p.domain, deleted, message }))
     }
 
     /// List your git repositories by name (at most 20; `total` says how many you have).

@@ -479,13 +479,21 @@ impl Model {
                         zone,
                         txt_value,
                         status: "pending".into(),
+                        missing: serde_json::Value::Array(vec![]),
                         expires_at,
                         cert_not_after: None,
                         requested_at,
                     },
                 );
             }
-            ZoneEvent::ZoneVerified { .. } => set(self, &|z| z.status = "verified".into()),
+            ZoneEvent::DelegationChecked { missing, .. } => {
+                set(self, &|z| z.missing = serde_json::to_value(&missing).unwrap_or_default())
+            }
+            ZoneEvent::OwnershipProven { .. } => {}
+            ZoneEvent::ZoneVerified { .. } => set(self, &|z| {
+                z.status = "verified".into();
+                z.missing = serde_json::Value::Array(vec![]);
+            }),
             ZoneEvent::ZoneActivated { .. } => set(self, &|z| z.status = "active".into()),
             ZoneEvent::CertificateIssued { not_after, .. } => set(self, &|z| z.cert_not_after = Some(not_after)),
             ZoneEvent::ZoneExpired { .. } => set(self, &|z| z.status = "expired".into()),

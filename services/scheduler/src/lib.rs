@@ -42,8 +42,10 @@ pub struct Config {
     /// The platform's data directory (build outputs in `artifacts/`).
     pub data_dir: PathBuf,
     pub driver: Arc<dyn Driver>,
-    /// The router's table: `<hostname>.<base_domain>` → the live deployment.
+    /// The router's table: `<hostname>.<base_domain>` (and custom domains) → the live deployment.
     pub routes: Routes,
+    /// The router's certificates: each active zone's wildcard.
+    pub certs: router::Certs,
     pub base_domain: String,
     /// How long the previous deployment may finish its requests after a switch.
     pub drain_timeout: Duration,
@@ -84,6 +86,8 @@ type Slot = Arc<Mutex<Option<Current>>>;
 struct Scheduler {
     config: Config,
     services: Arc<Mutex<HashMap<ServiceId, Slot>>>,
+    /// Custom domains by service: routed like the service's own host.
+    aliases: Arc<std::sync::Mutex<HashMap<ServiceId, std::collections::BTreeSet<String>>>>,
     reports: mpsc::Sender<Report>,
     /// Handlers stop with the scheduler; their unacknowledged events are redelivered.
     shutdown: CancellationToken,
@@ -94,7 +98,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     config.bus.ping().await?;
     config.driver.clean_up().await;
     let (reports, mut report_rx) = mpsc::channel(256);
-    let scheduler = Scheduler { config: config.clone(), services: Arc::default(), reports, shutdown: shutdown.clone() };
+    let scheduler = Scheduler {
+        config: config.clone(),
+        services: Arc::default(),
+        aliases: Arc::default(),
+        reports,
+        shutdown: shutdown.clone(),
+    };
+    scheduler.restore_edges().await?;
     scheduler.restore().await?;
     tracing::info!("scheduler ready");
 
@@ -140,8 +151,25 @@ impl Scheduler {
                 return;
             }
         };
-        let (AnyEvent::Service(event), Ok(service)) = (decoded.event, decoded.id.aggregate_id.parse::<ServiceId>())
-        else {
+        let aggregate = decoded.id.aggregate_id.clone();
+        let event = match decoded.event {
+            AnyEvent::Service(e) => e,
+            AnyEvent::Zone(events::ZoneEvent::CertificateIssued { .. }) => {
+                self.install_certificate(&aggregate).await;
+                let _ = delivery.ack().await;
+                return;
+            }
+            AnyEvent::Domain(_) => {
+                self.refresh_domain(&aggregate).await;
+                let _ = delivery.ack().await;
+                return;
+            }
+            _ => {
+                let _ = delivery.ack().await;
+                return;
+            }
+        };
+        let Ok(service) = aggregate.parse::<ServiceId>() else {
             let _ = delivery.ack().await;
             return;
         };
@@ -233,7 +261,7 @@ impl Scheduler {
             return Ok(());
         }
         if let Some(upstream) = running.upstream() {
-            self.config.routes.set(&host, upstream);
+            self.route(service, &host, upstream);
         }
         let previous = current.replace(Current { deployment_id, host, running });
         if let Some(previous) = previous {
@@ -341,6 +369,65 @@ impl Scheduler {
         Ok((out, volumes))
     }
 
+    /// Points the service's host and its custom domains at `upstream`.
+    fn route(&self, service: ServiceId, host: &str, upstream: router::Upstream) {
+        let aliases = self.aliases.lock().expect("not poisoned").get(&service).cloned().unwrap_or_default();
+        for alias in &aliases {
+            self.config.routes.set(alias, upstream.clone());
+        }
+        self.config.routes.set(host, upstream);
+    }
+
+    /// Installs a zone's certificate (its wildcard and apex) in the router.
+    async fn install_certificate(&self, zone_id: &str) {
+        let Ok(zone) = self.config.commands.load::<domain::Zone>(zone_id).await else { return };
+        let (Some(spec), Some(cert)) = (&zone.spec, &zone.certificate) else { return };
+        let key = match self.config.keyring.open(&cert.key, &vault::zone_context(zone_id)) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(zone = %spec.zone, error = %e, "a certificate key does not open");
+                return;
+            }
+        };
+        for name in [format!("*.{}", spec.zone), spec.zone.clone()] {
+            if let Err(e) = self.config.certs.set(&name, &cert.chain_pem, &key) {
+                tracing::warn!(%name, error = %e, "a certificate was not installed");
+            }
+        }
+    }
+
+    /// Adds or removes a custom domain's route after its event.
+    async fn refresh_domain(&self, domain_id: &str) {
+        let Ok(d) = self.config.commands.load::<domain::CustomDomain>(domain_id).await else { return };
+        let Some(spec) = d.spec else { return };
+        if d.removed {
+            if let Some(set) = self.aliases.lock().expect("not poisoned").get_mut(&spec.service) {
+                set.remove(&spec.domain);
+            }
+            self.config.routes.remove(&spec.domain);
+            return;
+        }
+        self.aliases.lock().expect("not poisoned").entry(spec.service).or_default().insert(spec.domain.clone());
+        let slot = self.slot(spec.service).await;
+        let current = slot.lock().await;
+        if let Some(upstream) = current.as_ref().and_then(|c| c.running.upstream()) {
+            self.config.routes.set(&spec.domain, upstream);
+        }
+    }
+
+    /// Certificates and custom domains as recorded (after a restart).
+    async fn restore_edges(&self) -> Result<(), Error> {
+        for zone in self.config.store.active_zones().await? {
+            self.install_certificate(&zone.zone_id).await;
+        }
+        for d in self.config.store.all_domains().await? {
+            if let Ok(service) = d.service_id.parse::<ServiceId>() {
+                self.aliases.lock().expect("not poisoned").entry(service).or_default().insert(d.domain);
+            }
+        }
+        Ok(())
+    }
+
     /// Stops a deleted service and frees its host.
     async fn remove(&self, service: ServiceId) {
         let slot = self.slot(service).await;
@@ -348,6 +435,9 @@ impl Scheduler {
         if let Some(current) = current {
             self.config.routes.remove(&current.host);
             current.running.stop().await;
+        }
+        for alias in self.aliases.lock().expect("not poisoned").remove(&service).unwrap_or_default() {
+            self.config.routes.remove(&alias);
         }
         self.services.lock().await.remove(&service);
     }
@@ -364,7 +454,7 @@ impl Scheduler {
                 if let (Some(c), Some(upstream)) = (current.as_ref(), upstream)
                     && c.deployment_id == deployment_id
                 {
-                    self.config.routes.set(&c.host, upstream);
+                    self.route(service_id, &c.host, upstream);
                 }
                 self.execute(service_id, ServiceCommand::MarkLive { deployment_id, now: Utc::now() }).await
             }
@@ -391,7 +481,7 @@ impl Scheduler {
             match self.config.driver.start(launch, self.reports.clone()).await {
                 Ok(running) => {
                     if let Some(upstream) = running.upstream() {
-                        self.config.routes.set(&host, upstream);
+                        self.route(service, &host, upstream);
                     }
                     *self.slot(service).await.lock().await = Some(Current { deployment_id, host, running });
                 }
