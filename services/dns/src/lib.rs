@@ -342,7 +342,7 @@ impl Dns {
             .map_err(|e| e.to_string())?;
         let primary = txt_name(&spec.zone);
         let at_primary = checker.txt(&primary).await.unwrap_or_default();
-        let txt_ok = zone.txt_seen || v.txt_ok || at_primary.iter().any(|t| *t == spec.txt_value);
+        let txt_ok = zone.txt_seen || v.txt_ok || at_primary.contains(&spec.txt_value);
         let mut missing = Vec::new();
         if !txt_ok {
             let found: Vec<&String> = at_primary.iter().chain(&v.found_txt).collect();
