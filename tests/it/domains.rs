@@ -263,3 +263,39 @@ async fn a_dns_service_restarted_mid_activation_activates_once_with_one_certific
     second.stop().await;
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_base_domain_is_served_with_its_own_wildcard_certificate() {
+    let base = format!("{}.test", unique("b").replace('_', "").to_lowercase());
+    let domain = base.clone();
+    let mut p = TestPlatform::start_with(&deploy_mcp_tests::shared_nats_url().await, Components::ALL, |s| {
+        s.base_domain = domain;
+        s.base_domain_dns = true;
+    })
+    .await;
+    let (key, _) = p.new_key("base@example.test").await;
+    let client = mcp_client(&p.mcp_url(), &key).await.unwrap();
+    deploy_static(&client, &p, "home").await;
+    let host = format!("home.{base}");
+    let ips = eventually(Duration::from_secs(30), "the base zone served", || async {
+        let ips = checker().a(&host).await.ok()?;
+        (!ips.is_empty()).then_some(ips)
+    })
+    .await;
+    assert_eq!(ips, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
+    let tls = p.running.as_ref().unwrap().router_tls_addr.unwrap();
+    let https = https_client(&host, tls).await;
+    let url = format!("https://{host}:{}/", tls.port());
+    let body = eventually(Duration::from_secs(30), "the service over HTTPS on the base domain", || async {
+        let r = https.get(&url).send().await.ok()?;
+        (r.status() == 200).then_some(())?;
+        r.text().await.ok()
+    })
+    .await;
+    assert!(body.contains("static fixture v1"), "{body}");
+    // Users cannot delegate the platform's own zone.
+    let (status, refused) = delegate(&p, &key, &base).await;
+    assert_eq!(status, 409, "{refused}");
+    pdns().delete_zone(&base).await.unwrap();
+    p.stop().await;
+}

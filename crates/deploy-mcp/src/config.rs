@@ -166,6 +166,10 @@ pub struct Settings {
     pub acme_ca_root: Option<std::path::PathBuf>,
     #[arg(long, env = "DEPLOY_MCP_ACME_EMAIL", global = true)]
     pub acme_email: Option<String>,
+    /// Serve the base domain's DNS here too (a zone on PowerDNS with its wildcard certificate),
+    /// for when the base domain is delegated to the platform's name servers.
+    #[arg(long, env = "DEPLOY_MCP_BASE_DOMAIN_DNS", default_value_t = false, global = true)]
+    pub base_domain_dns: bool,
     /// Address of the router's HTTPS listener.
     #[arg(long, env = "DEPLOY_MCP_ROUTER_TLS_LISTEN", default_value = "127.0.0.1:8443", global = true)]
     pub router_tls_listen: SocketAddr,

@@ -254,6 +254,7 @@ pub async fn start(
                     ingress: settings.ingress_ips.clone(),
                     acme: settings.acme()?,
                     max_check_interval: Duration::from_secs(settings.zone_check_max_secs),
+                    base_domain: settings.base_domain_dns.then(|| settings.base_domain.clone()),
                 };
                 let sd = shutdown.clone();
                 tasks.spawn(async move { dns::run(config, sd).await.context("dns") });

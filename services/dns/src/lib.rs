@@ -41,6 +41,10 @@ pub struct Config {
     pub acme: Option<acme::AcmeConfig>,
     /// Longest pause between two verification attempts of a pending zone.
     pub max_check_interval: Duration,
+    /// The platform's own base domain, when its DNS is served here too: it becomes a zone owned
+    /// by the platform (no delegation check: the operator configured it), with its wildcard
+    /// certificate, so `https://<service>.<base-domain>` works.
+    pub base_domain: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -55,6 +59,11 @@ pub enum Error {
     Bus(#[from] bus::Error),
     #[error(transparent)]
     Store(#[from] store::Error),
+}
+
+/// The owner of the platform's own zones (the base domain): no user can hold it.
+pub fn platform_owner() -> events::UserId {
+    "usr_00000000000000000000000001".parse().expect("a valid id")
 }
 
 /// Where users publish a zone's ownership TXT record.
@@ -94,6 +103,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     };
     for zone in config.store.pending_zones().await? {
         dns.watch(zone.zone_id);
+    }
+    if let Some(base) = &config.base_domain
+        && let Err(e) = dns.adopt_base_domain(base).await
+    {
+        tracing::warn!(zone = %base, error = %e, "the base domain's zone was not set up; retrying at the next start");
     }
     // Work a stopped process left half done: verified zones to activate, active ones to certify.
     tokio::spawn(dns.clone().resume());
@@ -146,8 +160,11 @@ impl Dns {
 
     async fn zone_event(&self, id: &str, event: ZoneEvent, delivery: &Delivery) -> Result<(), String> {
         match event {
-            ZoneEvent::ZoneDelegationRequested { .. } => {
-                self.watch(id.to_owned());
+            ZoneEvent::ZoneDelegationRequested { owner, .. } => {
+                // The platform's own zone is verified by configuration, not by DNS.
+                if owner != platform_owner() {
+                    self.watch(id.to_owned());
+                }
                 Ok(())
             }
             ZoneEvent::ZoneVerified { .. } => self.activate(id).await,
@@ -199,6 +216,42 @@ impl Dns {
         let v4: Vec<String> = self.config.ingress.iter().filter(|ip| ip.is_ipv4()).map(|ip| ip.to_string()).collect();
         let v6: Vec<String> = self.config.ingress.iter().filter(|ip| ip.is_ipv6()).map(|ip| ip.to_string()).collect();
         [("A", v4), ("AAAA", v6)].into_iter().filter(|(_, ips)| !ips.is_empty()).collect()
+    }
+
+    /// Records the base domain as a verified zone of the platform (once); activation and the
+    /// certificate follow through the ordinary events.
+    async fn adopt_base_domain(&self, base: &str) -> Result<(), String> {
+        let zone = dnsops::normalize_zone(base).map_err(|e| e.to_string())?;
+        let owner = platform_owner();
+        let claim_id = ClaimKind::Zone.claim_id(&zone);
+        let claim: domain::Claim = self.config.commands.load(&claim_id).await.map_err(|e| e.to_string())?;
+        let zone_id: events::ZoneId = match claim.holder {
+            Some(h) if h.owner == owner => h.target.parse()?,
+            Some(_) => return Err(format!("`{zone}` is delegated by a user; the base domain cannot be served")),
+            None => {
+                let id = events::ZoneId::new();
+                let cmd = domain::ClaimCommand::Claim {
+                    kind: ClaimKind::Zone,
+                    name: zone.clone(),
+                    owner,
+                    target: id.to_string(),
+                    now: Utc::now(),
+                };
+                self.config.commands.claims.execute(&claim_id, cmd).await.map_err(|e| e.to_string())?;
+                id
+            }
+        };
+        let id = zone_id.to_string();
+        let spec = domain::ZoneSpec {
+            zone_id,
+            owner,
+            zone,
+            txt_value: String::new(),
+            expires_at: Utc::now() + chrono::Duration::days(36500),
+        };
+        self.execute(&id, ZoneCommand::Request { spec, now: Utc::now() }).await?;
+        self.execute(&id, ZoneCommand::ProveOwnership { now: Utc::now() }).await?;
+        self.execute(&id, ZoneCommand::Verify { now: Utc::now() }).await
     }
 
     async fn resume(self) {
