@@ -63,7 +63,9 @@ _dm_apt_updated=0
 # Packages installed by need_apt during this run (callers use it to know what they changed).
 DM_APT_INSTALLED=()
 
-dm_apt_has() { dpkg -s "$1" 2>/dev/null | grep -qx 'Status: install ok installed'; }
+# No pipe: under pipefail, `dpkg -s | grep -q` fails whenever grep exits before dpkg has written
+# its whole entry (SIGPIPE), so an installed package looked missing about half the time.
+dm_apt_has() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == 'install ok installed' ]]; }
 
 # need_apt PKG... — installs the Debian packages that are missing.
 need_apt() {
