@@ -12,9 +12,10 @@
 #     node and a static busybox (fixture apps);
 #   - pebble (ACME test CA) on https://127.0.0.1:14000/dir, management API on 15000, validating
 #     DNS-01 challenges against that PowerDNS.
+#   - Debian's docker-registry (an OCI registry, plain HTTP) on 127.0.0.1:15500, for image pushes.
 # Every step is idempotent: a second run only checks and exports.
 # Servers started here are detached (setsid) and outlive the script; their logs and pid files are
-# under $DEPLOY_MCP_CACHE (nats/, pdns/, pebble/).
+# under $DEPLOY_MCP_CACHE (nats/, pdns/, pebble/, registry/).
 
 set -euo pipefail
 
@@ -504,6 +505,74 @@ EOF
 	export DEPLOY_MCP_ACME_DIRECTORY DEPLOY_MCP_ACME_CA_ROOT DEPLOY_MCP_PEBBLE_MGMT
 }
 
+# --- docker-registry (OCI image registry) ------------------------------------------------------
+
+# Starts Debian's docker-registry (distribution 2.8) on 127.0.0.1:$DEPLOY_MCP_REGISTRY_PORT (15500;
+# not 5000, where the distro's own service would listen, nor 15000, pebble's management API),
+# plain HTTP, storing blobs under $DEPLOY_MCP_CACHE/registry/data. Exports
+# DEPLOY_MCP_TEST_REGISTRY (host:port) for the builder's push tests.
+setup_registry() {
+	need_apt docker-registry buildah
+	if dm_installed_this_run docker-registry && command -v systemctl >/dev/null 2>&1 &&
+		systemctl is-active --quiet docker-registry 2>/dev/null; then
+		# The package starts the distro's registry (port 5000, all interfaces); we run our own below.
+		dm_log "stopping and disabling the distro's docker-registry.service that the install just started"
+		dm_as_root systemctl disable --now docker-registry >/dev/null 2>&1 || true
+	fi
+	local dir="$DEPLOY_MCP_CACHE/registry" port=${DEPLOY_MCP_REGISTRY_PORT:-15500}
+	mkdir -p "$dir/data"
+	local conf
+	conf=$(
+		cat <<EOF
+# Written by scripts/lib.sh (deploy-mcp dev/test registry). Regenerated when it differs.
+version: 0.1
+log:
+  level: info
+  fields:
+    service: registry
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+EOF
+	)
+	if [[ ! -f $dir/config.yml || $(<"$dir/config.yml") != "$conf" ]]; then
+		printf '%s\n' "$conf" >"$dir/config.yml"
+	fi
+
+	local url="http://127.0.0.1:$port/v2/" code
+	code=$(dm_http_code "$url")
+	if [[ $code == 000 ]]; then
+		local log="$dir/registry.log"
+		dm_log "starting docker-registry on 127.0.0.1:$port (storage $dir/data, log $log)"
+		dm_daemonize "$log" /usr/bin/docker-registry serve "$dir/config.yml"
+		local pid=$DM_DAEMON_PID i
+		for ((i = 0; i < 150; i++)); do
+			code=$(dm_http_code "$url")
+			[[ $code == 200 ]] && break
+			if ! dm_alive "$pid"; then
+				dm_tail "$log"
+				dm_die "docker-registry exited at start (port $port in use? set DEPLOY_MCP_REGISTRY_PORT)"
+			fi
+			sleep 0.2
+		done
+		[[ $code == 200 ]] || {
+			dm_tail "$log"
+			dm_die "docker-registry $url did not answer within 30 s (last HTTP status $code)"
+		}
+		printf '%s\n' "$pid" >"$dir/registry.pid"
+	elif [[ $code != 200 ]]; then
+		dm_die "$url answers HTTP $code, not an open registry — stop what runs on 127.0.0.1:$port (pid in $dir/registry.pid?) or set DEPLOY_MCP_REGISTRY_PORT"
+	fi
+	curl -s -D - -o /dev/null --max-time 3 "$url" 2>/dev/null | grep -qi '^docker-distribution-api-version: *registry/2' ||
+		dm_die "$url answers 200 but is not a registry (no Docker-Distribution-Api-Version header) — stop what runs on 127.0.0.1:$port or set DEPLOY_MCP_REGISTRY_PORT"
+	DEPLOY_MCP_TEST_REGISTRY=127.0.0.1:$port
+	export DEPLOY_MCP_TEST_REGISTRY
+}
+
 # --- everything -------------------------------------------------------------------------------
 
 setup_all() {
@@ -514,9 +583,10 @@ setup_all() {
 	setup_nats
 	setup_pdns
 	setup_pebble
+	setup_registry
 	: "${DEPLOY_MCP_DATABASE_URL:=$DM_PG_URL_BASE/deploy_mcp}"
 	export DEPLOY_MCP_DATABASE_URL
-	dm_log "ready: postgres 127.0.0.1:5432, nats-server $DM_NATS_VERSION $DEPLOY_MCP_NATS_URL, PowerDNS $DEPLOY_MCP_PDNS_URL, pebble $DEPLOY_MCP_ACME_DIRECTORY"
+	dm_log "ready: postgres 127.0.0.1:5432, nats-server $DM_NATS_VERSION $DEPLOY_MCP_NATS_URL, PowerDNS $DEPLOY_MCP_PDNS_URL, pebble $DEPLOY_MCP_ACME_DIRECTORY, registry $DEPLOY_MCP_TEST_REGISTRY"
 }
 
 # Prints `export NAME=value` lines (shell-quoted) for the named variables that are set.
@@ -532,4 +602,5 @@ dm_print_exports() {
 # shellcheck disable=SC2034 # used by scripts/dev and scripts/test
 DM_EXPORTS=(DEPLOY_MCP_CACHE CARGO_TARGET_DIR CARGO_TERM_COLOR DEPLOY_MCP_DATABASE_URL
 	DEPLOY_MCP_NATS_URL NATS_SERVER_BIN DEPLOY_MCP_PDNS_URL DEPLOY_MCP_PDNS_API_KEY
-	DEPLOY_MCP_ACME_DIRECTORY DEPLOY_MCP_ACME_CA_ROOT DEPLOY_MCP_PEBBLE_MGMT)
+	DEPLOY_MCP_ACME_DIRECTORY DEPLOY_MCP_ACME_CA_ROOT DEPLOY_MCP_PEBBLE_MGMT
+	DEPLOY_MCP_TEST_REGISTRY)

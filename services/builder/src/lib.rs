@@ -13,6 +13,7 @@ mod build;
 mod deployer;
 mod image;
 pub mod plan;
+pub mod registry;
 
 use std::path::PathBuf;
 use std::sync::Arc;
