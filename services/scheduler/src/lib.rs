@@ -9,6 +9,7 @@
 
 mod driver;
 mod health;
+pub mod k8s;
 mod local;
 mod provision;
 

@@ -1,0 +1,470 @@
+//! Pure builders of every object the Kubernetes driver applies: same input, same manifest, byte
+//! for byte (no timestamps, no random names), which is what makes a second apply a no-op.
+//!
+//! Per owner: a Namespace (Pod Security `restricted` enforced), a ResourceQuota, a LimitRange and
+//! two NetworkPolicies covering every pod of the namespace. Per service: a Deployment, a Service
+//! and an Ingress. Per deployment: the Secret holding its environment, so that the pods of the
+//! previous deployment keep their own variables while the new ones roll out.
+
+use std::collections::BTreeMap;
+
+use events::{DeploymentId, ServiceId, UserId};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, HTTPGetAction, HTTPHeader,
+    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceQuota, ResourceQuotaSpec, ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecurityContext,
+    Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
+    IngressSpec, IngressTLS, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec, ServiceBackendPort,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::K8sConfig;
+
+/// Marks every object the platform owns (`app.kubernetes.io/managed-by`).
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "deploy-mcp");
+/// The owner's id on the namespace and every object in it.
+pub const OWNER_LABEL: &str = "deploy-mcp.dev/owner";
+/// The service's id: the Deployment's (immutable) selector and the Service's.
+pub const SERVICE_LABEL: &str = "deploy-mcp.dev/service";
+/// The deployment's id, on the pods of its rollout (and on the Deployment while it is the
+/// service's current one): tells the new rollout's pods from the previous one's.
+pub const DEPLOYMENT_LABEL: &str = "deploy-mcp.dev/deployment";
+
+/// The user every customer container runs as (`nobody`): images cannot choose root.
+pub const RUN_AS_USER: i64 = 65534;
+/// The Service's port; the Ingress routes to it, and it forwards to the app's port.
+pub const SERVICE_PORT: i32 = 80;
+/// Private and link-local ranges customer pods may not reach (the cluster, the nodes' network,
+/// the cloud metadata endpoint).
+pub const BLOCKED_EGRESS: [&str; 4] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.169.254/32"];
+/// The namespace of the cluster's DNS (CoreDNS on k3s).
+pub const DNS_NAMESPACE: &str = "kube-system";
+/// The label every namespace carries with its own name (Kubernetes sets it).
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// Names of the per-namespace objects.
+pub const QUOTA_NAME: &str = "quota";
+pub const LIMITS_NAME: &str = "limits";
+pub const INGRESS_POLICY_NAME: &str = "restrict-ingress";
+pub const EGRESS_POLICY_NAME: &str = "restrict-egress";
+
+/// Limits of one owner's namespace, in requests and in limits alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quota {
+    /// CPU as a Kubernetes quantity (`40` cores).
+    pub cpu: String,
+    /// Memory as a Kubernetes quantity (`40Gi`).
+    pub memory: String,
+    pub pods: u32,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Self { cpu: "40".into(), memory: "40Gi".into(), pods: 200 }
+    }
+}
+
+/// The names and labels of one deployment's objects, derived from the ids alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    pub owner: UserId,
+    pub service_id: ServiceId,
+    pub deployment_id: DeploymentId,
+    /// `<prefix><owner>`, e.g. `dm-usr-01j…`.
+    pub namespace: String,
+    /// The Deployment's, Service's and Ingress's name: `svc-01j…`.
+    pub service: String,
+    /// The Secret with this deployment's environment: `svc-01j…-dep-01j…`.
+    pub secret: String,
+}
+
+impl Names {
+    pub fn new(namespace_prefix: &str, owner: UserId, service_id: ServiceId, deployment_id: DeploymentId) -> Self {
+        let service = dns_label(&service_id.to_string());
+        Self {
+            owner,
+            service_id,
+            deployment_id,
+            namespace: format!("{namespace_prefix}{}", dns_label(&owner.to_string())),
+            secret: format!("{service}-{}", dns_label(&deployment_id.to_string())),
+            service,
+        }
+    }
+
+    fn owner_labels(&self) -> BTreeMap<String, String> {
+        labels(&[MANAGED_BY, (OWNER_LABEL, &self.owner.to_string())])
+    }
+
+    fn service_labels(&self) -> BTreeMap<String, String> {
+        let mut l = self.owner_labels();
+        l.insert(SERVICE_LABEL.into(), self.service_id.to_string());
+        l
+    }
+
+    fn deployment_labels(&self) -> BTreeMap<String, String> {
+        let mut l = self.service_labels();
+        l.insert(DEPLOYMENT_LABEL.into(), self.deployment_id.to_string());
+        l
+    }
+
+    fn meta(&self, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(labels),
+            ..Default::default()
+        }
+    }
+}
+
+/// An id (`svc_01J…`) as a DNS label (`svc-01j…`): what object names allow.
+pub fn dns_label(id: &str) -> String {
+    id.to_lowercase().replace('_', "-")
+}
+
+/// Where the builder pushes a service's image, tagged by commit so the same commit is never
+/// built twice: `<registry>/<owner namespace>/<service>:<commit-sha>`.
+pub fn image_reference(registry: &str, names: &Names, commit_sha: &str) -> String {
+    format!("{}/{}/{}:{commit_sha}", registry.trim_end_matches('/'), names.namespace, names.service)
+}
+
+/// What one deployment runs: everything its per-service manifests are made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    pub names: Names,
+    pub image: String,
+    /// The full host name the Ingress routes.
+    pub host: String,
+    pub port: u16,
+    /// Clear-text environment: goes into the Secret only.
+    pub env: Vec<(String, String)>,
+    pub memory_mb: u32,
+    pub cpu_millis: u32,
+    /// Directories the app expects to persist (`/data/<resource>`): each gets an `emptyDir`, so
+    /// the app starts, but its contents live only as long as the pod (no volumes on the cluster
+    /// yet).
+    pub volumes: Vec<String>,
+}
+
+pub fn namespace(names: &Names) -> Namespace {
+    let mut labels = names.owner_labels();
+    // Every customer pod must pass the `restricted` Pod Security Standard: the hardening below
+    // is enforced by the API server too, not only written by us.
+    labels.insert("pod-security.kubernetes.io/enforce".into(), "restricted".into());
+    Namespace {
+        metadata: ObjectMeta { name: Some(names.namespace.clone()), labels: Some(labels), ..Default::default() },
+        ..Default::default()
+    }
+}
+
+pub fn resource_quota(quota: &Quota, names: &Names) -> ResourceQuota {
+    let hard = [
+        ("requests.cpu", quota.cpu.clone()),
+        ("limits.cpu", quota.cpu.clone()),
+        ("requests.memory", quota.memory.clone()),
+        ("limits.memory", quota.memory.clone()),
+        ("pods", quota.pods.to_string()),
+    ];
+    ResourceQuota {
+        metadata: names.meta(QUOTA_NAME, names.owner_labels()),
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(hard.into_iter().map(|(k, v)| (k.to_owned(), Quantity(v))).collect()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Defaults for any container that does not say (the quota requires every pod to have
+/// requests and limits); the driver's own containers always say.
+pub fn limit_range(names: &Names) -> LimitRange {
+    LimitRange {
+        metadata: names.meta(LIMITS_NAME, names.owner_labels()),
+        spec: Some(LimitRangeSpec {
+            limits: vec![LimitRangeItem {
+                type_: "Container".into(),
+                default: Some(quantities("500m", "512Mi")),
+                default_request: Some(quantities("100m", "128Mi")),
+                ..Default::default()
+            }],
+        }),
+    }
+}
+
+/// Isolation of every pod in the owner's namespace.
+///
+/// Ingress: only from pods of the same namespace and from the ingress controller's namespace.
+/// Egress: DNS to the cluster's resolver, the same namespace (so that the ingress rule above is
+/// usable), and the public internet — every private range and the metadata endpoint excluded.
+pub fn network_policies(config: &K8sConfig, names: &Names) -> [NetworkPolicy; 2] {
+    let everything = || Some(LabelSelector::default());
+    let namespace_named = |name: &str| NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(labels(&[(NAMESPACE_NAME_LABEL, name)])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let same_namespace = NetworkPolicyPeer { pod_selector: everything(), ..Default::default() };
+    let ingress = NetworkPolicy {
+        metadata: names.meta(INGRESS_POLICY_NAME, names.owner_labels()),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: everything(),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![same_namespace.clone(), namespace_named(&config.ingress_namespace)]),
+                ports: None,
+            }]),
+            ..Default::default()
+        }),
+    };
+    let dns_port = |protocol: &str| NetworkPolicyPort {
+        port: Some(IntOrString::Int(53)),
+        protocol: Some(protocol.into()),
+        ..Default::default()
+    };
+    let egress = NetworkPolicy {
+        metadata: names.meta(EGRESS_POLICY_NAME, names.owner_labels()),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: everything(),
+            policy_types: Some(vec!["Egress".into()]),
+            egress: Some(vec![
+                NetworkPolicyEgressRule {
+                    to: Some(vec![namespace_named(DNS_NAMESPACE)]),
+                    ports: Some(vec![dns_port("UDP"), dns_port("TCP")]),
+                },
+                NetworkPolicyEgressRule { to: Some(vec![same_namespace]), ports: None },
+                NetworkPolicyEgressRule {
+                    to: Some(vec![NetworkPolicyPeer {
+                        ip_block: Some(IPBlock {
+                            cidr: "0.0.0.0/0".into(),
+                            except: Some(BLOCKED_EGRESS.iter().map(|s| (*s).to_owned()).collect()),
+                        }),
+                        ..Default::default()
+                    }]),
+                    ports: None,
+                },
+            ]),
+            ..Default::default()
+        }),
+    };
+    [ingress, egress]
+}
+
+/// The deployment's environment. `data` (not `stringData`) so that the applied body is exactly
+/// what the server stores.
+pub fn secret(app: &App) -> Secret {
+    let data = app.env.iter().map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes()))).collect();
+    Secret {
+        metadata: app.names.meta(&app.names.secret, app.names.deployment_labels()),
+        data: Some(data),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+/// One replica, rolled out by surge: the old pod stays until the new one is ready.
+pub fn deployment(config: &K8sConfig, app: &App) -> Deployment {
+    let names = &app.names;
+    let port = i32::from(app.port);
+    // Requests equal limits: the quota counts what is reserved, and an app is never killed for
+    // using what it was promised.
+    let resources = quantities(&format!("{}m", app.cpu_millis), &format!("{}Mi", app.memory_mb));
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource { size_limit: Some(Quantity("64Mi".into())), ..Default::default() }),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() }];
+    for (i, path) in app.volumes.iter().enumerate() {
+        let name = format!("data-{i}");
+        volumes.push(Volume { name: name.clone(), empty_dir: Some(Default::default()), ..Default::default() });
+        mounts.push(VolumeMount { name, mount_path: path.clone(), ..Default::default() });
+    }
+    let container = Container {
+        name: "app".into(),
+        image: Some(app.image.clone()),
+        ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: port, ..Default::default() }]),
+        env_from: Some(vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource { name: names.secret.clone(), optional: Some(false) }),
+            ..Default::default()
+        }]),
+        // The platform's PORT wins over a variable of the same name, as in the local driver.
+        env: Some(vec![EnvVar { name: "PORT".into(), value: Some(app.port.to_string()), ..Default::default() }]),
+        resources: Some(ResourceRequirements {
+            limits: Some(resources.clone()),
+            requests: Some(resources),
+            ..Default::default()
+        }),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/".into()),
+                port: IntOrString::Int(port),
+                http_headers: Some(vec![HTTPHeader { name: "Host".into(), value: app.host.clone() }]),
+                ..Default::default()
+            }),
+            period_seconds: Some(2),
+            failure_threshold: Some(3),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            run_as_group: Some(RUN_AS_USER),
+            seccomp_profile: Some(runtime_default()),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    let pool_selector = (!config.run_pool_selector.is_empty()).then(|| config.run_pool_selector.clone());
+    let tolerations = (!config.tolerations.is_empty()).then(|| config.tolerations.clone());
+    Deployment {
+        metadata: names.meta(&names.service, names.deployment_labels()),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(labels(&[(SERVICE_LABEL, &names.service_id.to_string())])),
+                ..Default::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            revision_history_limit: Some(2),
+            progress_deadline_seconds: Some(config.rollout_timeout.as_secs().clamp(1, i32::MAX as u64) as i32),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(names.deployment_labels()), ..Default::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    node_selector: pool_selector,
+                    tolerations,
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS_USER),
+                        run_as_group: Some(RUN_AS_USER),
+                        fs_group: Some(RUN_AS_USER),
+                        seccomp_profile: Some(runtime_default()),
+                        ..Default::default()
+                    }),
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn service(app: &App) -> Service {
+    let names = &app.names;
+    Service {
+        metadata: names.meta(&names.service, names.service_labels()),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(labels(&[(SERVICE_LABEL, &names.service_id.to_string())])),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: SERVICE_PORT,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Routed by host. Traefik reads the `router.*` annotations; with a TLS secret the route is on
+/// the `websecure` entry point only (HTTP→HTTPS redirection is the controller's job).
+pub fn ingress(config: &K8sConfig, app: &App) -> Ingress {
+    let names = &app.names;
+    let mut annotations = BTreeMap::new();
+    let entrypoint = if config.tls_secret.is_some() { "websecure" } else { "web" };
+    annotations.insert("traefik.ingress.kubernetes.io/router.entrypoints".to_owned(), entrypoint.to_owned());
+    if config.tls_secret.is_some() {
+        annotations.insert("traefik.ingress.kubernetes.io/router.tls".to_owned(), "true".to_owned());
+    }
+    let backend = IngressBackend {
+        service: Some(IngressServiceBackend {
+            name: names.service.clone(),
+            port: Some(ServiceBackendPort { number: Some(SERVICE_PORT), name: None }),
+        }),
+        resource: None,
+    };
+    Ingress {
+        metadata: ObjectMeta { annotations: Some(annotations), ..names.meta(&names.service, names.service_labels()) },
+        spec: Some(IngressSpec {
+            ingress_class_name: config.ingress_class.clone(),
+            rules: Some(vec![IngressRule {
+                host: Some(app.host.clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath { path: Some("/".into()), path_type: "Prefix".into(), backend }],
+                }),
+            }]),
+            tls: config
+                .tls_secret
+                .as_ref()
+                .map(|s| vec![IngressTLS { hosts: Some(vec![app.host.clone()]), secret_name: Some(s.clone()) }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The Deployment as it was before a failed rollout, as an apply body: its labels and spec,
+/// nothing the server added to its metadata or status.
+pub fn rollback(previous: &Deployment) -> Deployment {
+    Deployment {
+        metadata: ObjectMeta {
+            name: previous.metadata.name.clone(),
+            namespace: previous.metadata.namespace.clone(),
+            labels: previous.metadata.labels.clone(),
+            ..Default::default()
+        },
+        spec: previous.spec.clone(),
+        status: None,
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }
+}
+
+fn quantities(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
+    BTreeMap::from([("cpu".to_owned(), Quantity(cpu.into())), ("memory".to_owned(), Quantity(memory.into()))])
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+/// The default toleration and selector of the run pool, as infra/ labels and taints its nodes.
+pub fn run_pool() -> (BTreeMap<String, String>, Vec<Toleration>) {
+    let selector = labels(&[("deploy-mcp.dev/pool", "run")]);
+    let toleration = Toleration {
+        key: Some("deploy-mcp.dev/pool".into()),
+        operator: Some("Equal".into()),
+        value: Some("run".into()),
+        effect: Some("NoSchedule".into()),
+        ..Default::default()
+    };
+    (selector, vec![toleration])
+}
