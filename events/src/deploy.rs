@@ -116,6 +116,9 @@ pub enum ServiceEvent {
         plan: String,
         /// True when the same commit and plan had been built before and the output was reused.
         cached: bool,
+        /// The pushed image, `<reference>@sha256:…`, when the build produced one for a registry.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<String>,
         finished_at: DateTime<Utc>,
     },
     /// The runtime launched the deployment and is waiting for its health check.

@@ -52,4 +52,8 @@ pub struct ImageRun {
     /// `NAME=value` pairs from the image.
     pub env: Vec<String>,
     pub working_dir: String,
+    /// Where the image was pushed, `<registry>/<repository>:<tag>@sha256:…`, when the platform
+    /// has a registry (the cluster runtime pulls it from there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<String>,
 }

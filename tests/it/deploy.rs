@@ -520,3 +520,47 @@ async fn a_dockerfile_is_built_into_an_image_and_run_with_its_own_root() {
     assert!(failure["log_tail"].to_string().contains("cannot be pulled"), "{failure}");
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dockerfile_image_is_pushed_to_the_registry_with_its_digest_recorded() {
+    let registry =
+        std::env::var("DEPLOY_MCP_TEST_REGISTRY").expect("DEPLOY_MCP_TEST_REGISTRY: run scripts/test --setup-only");
+    let address = registry.clone();
+    let mut p = TestPlatform::start_with(&deploy_mcp_tests::shared_nats_url().await, Components::ALL, |s| {
+        s.registry = Some(address);
+        s.registry_insecure = true;
+    })
+    .await;
+    let (key, _) = p.new_key("registry@example.test").await;
+    let client = mcp_client(&p.mcp_url(), &key).await.unwrap();
+    Pushed::new_with(&client, "pushed", "dockerfile", |dir| {
+        std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
+    })
+    .await;
+    let args = json!({ "repo": "pushed", "name": "pushed", "build_pack": "dockerfile", "wait": true });
+    let created = tool_ok(call_tool(&client, "create_service", args).await);
+    assert_eq!(created["status"], "live", "{created}");
+    let s = service(&client, "pushed").await;
+    let image = s["deployments"][0]["image"].as_str().unwrap_or_else(|| panic!("no image recorded: {s}")).to_owned();
+    let (reference, digest) = image.split_once('@').unwrap();
+    assert!(reference.starts_with(&format!("{registry}/deploy-mcp/svc/")), "{image}");
+    let (repo_tag, tag) = reference.rsplit_once(':').unwrap();
+    let repository = repo_tag.strip_prefix(&format!("{registry}/")).unwrap();
+    let head = reqwest::Client::new()
+        .head(format!("http://{registry}/v2/{repository}/manifests/{tag}"))
+        .header(
+            "accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    assert_eq!(
+        head.headers()["docker-content-digest"].to_str().unwrap(),
+        digest,
+        "the event records the registry's digest"
+    );
+    assert!(tag.starts_with(&s["deployments"][0]["commit"].as_str().unwrap()[..12]), "tagged by commit: {tag}");
+    p.stop().await;
+}

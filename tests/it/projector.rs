@@ -93,6 +93,7 @@ fn other_aggregates(owner: UserId) -> Vec<Envelope> {
                 artifact: "sha256:1".into(),
                 plan: "python".into(),
                 cached: false,
+                image: None,
                 finished_at: t(4),
             }),
             e(ServiceEvent::DeploymentLive { deployment_id: d1, live_at: t(5) }),

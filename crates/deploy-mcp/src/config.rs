@@ -176,6 +176,17 @@ pub struct Settings {
     /// The port HTTPS URLs show (default: the HTTPS listener's; 443 behind a proxy or NAT).
     #[arg(long, env = "DEPLOY_MCP_APPS_HTTPS_PORT", global = true)]
     pub apps_https_port: Option<u16>,
+    /// The OCI registry images built from Dockerfiles are pushed to (`host:port`), for the
+    /// cluster runtime; unset: images stay local.
+    #[arg(long, env = "DEPLOY_MCP_REGISTRY", global = true)]
+    pub registry: Option<String>,
+    /// Talk to the registry over plain HTTP (only for one on loopback or the private network).
+    #[arg(long, env = "DEPLOY_MCP_REGISTRY_INSECURE", default_value_t = false, global = true)]
+    pub registry_insecure: bool,
+    /// Where apps run: `local` (sandboxed processes on this machine) or `kubernetes` (the
+    /// cluster this process finds: in-cluster service account or kubeconfig).
+    #[arg(long, env = "DEPLOY_MCP_RUNTIME", default_value = "local", value_parser = ["local", "kubernetes"], global = true)]
+    pub runtime: String,
     /// Connections in the Postgres pool of this process.
     #[arg(long, env = "DEPLOY_MCP_DB_POOL", default_value_t = 16, global = true)]
     pub db_pool: u32,

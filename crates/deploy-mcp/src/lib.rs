@@ -188,6 +188,11 @@ pub async fn start(
             build_timeout: Duration::from_secs(settings.build_timeout_secs),
             build_memory_mb: settings.build_memory_mb,
             concurrency: settings.build_concurrency,
+            registry: settings.registry.clone().map(|address| builder::registry::Registry {
+                address,
+                insecure: settings.registry_insecure,
+                prefix: "deploy-mcp".into(),
+            }),
         };
         let sd = shutdown.clone();
         tasks.spawn(async move {
@@ -212,7 +217,18 @@ pub async fn start(
             commands: commands.clone(),
             keyring: keyring.clone(),
             data_dir: settings.data_dir.clone(),
-            driver: std::sync::Arc::new(driver),
+            driver: match settings.runtime.as_str() {
+                "kubernetes" => {
+                    let registry = settings.registry.clone().context(
+                        "DEPLOY_MCP_RUNTIME=kubernetes needs DEPLOY_MCP_REGISTRY (where the cluster pulls app images)",
+                    )?;
+                    let k8s = scheduler::kubernetes_driver(commands.clone(), &registry)
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e))?;
+                    std::sync::Arc::new(k8s) as std::sync::Arc<dyn scheduler::Driver>
+                }
+                _ => std::sync::Arc::new(driver),
+            },
             routes: routes.clone(),
             certs: certs.clone(),
             base_domain: settings.base_domain.clone(),

@@ -62,6 +62,8 @@ pub struct Deployment {
     pub trigger: DeployTrigger,
     pub status: Status,
     pub artifact: Option<String>,
+    /// The image pushed for it, for the cluster runtime.
+    pub image: Option<String>,
     pub restarts: u32,
 }
 
@@ -90,6 +92,7 @@ pub enum ServiceCommand {
         artifact: String,
         plan: String,
         cached: bool,
+        image: Option<String>,
         now: DateTime<Utc>,
     },
     Launch {
@@ -143,11 +146,18 @@ impl Service {
                     _ => vec![],
                 })
             }
-            C::FinishBuild { deployment_id, artifact, plan, cached, now } => {
+            C::FinishBuild { deployment_id, artifact, plan, cached, image, now } => {
                 let d = self.deployment(deployment_id)?;
                 Ok(match d.status {
                     Status::Queued | Status::Building => {
-                        vec![ServiceEvent::BuildSucceeded { deployment_id, artifact, plan, cached, finished_at: now }]
+                        vec![ServiceEvent::BuildSucceeded {
+                            deployment_id,
+                            artifact,
+                            plan,
+                            cached,
+                            image,
+                            finished_at: now,
+                        }]
                     }
                     _ => vec![],
                 })
@@ -351,15 +361,17 @@ impl Service {
                         trigger: *trigger,
                         status: Status::Queued,
                         artifact: None,
+                        image: None,
                         restarts: 0,
                     },
                 );
             }
             ServiceEvent::BuildStarted { deployment_id, .. } => set(self, deployment_id, Status::Building),
-            ServiceEvent::BuildSucceeded { deployment_id, artifact, .. } => {
+            ServiceEvent::BuildSucceeded { deployment_id, artifact, image, .. } => {
                 set(self, deployment_id, Status::Built);
                 if let Some(d) = self.deployments.get_mut(deployment_id) {
                     d.artifact = Some(artifact.clone());
+                    d.image = image.clone();
                 }
             }
             ServiceEvent::DeploymentStarting { deployment_id, .. } => set(self, deployment_id, Status::Starting),
@@ -481,6 +493,7 @@ mod tests {
             artifact: "a".into(),
             plan: "p".into(),
             cached: false,
+            image: None,
             now: T,
         };
         assert!(when(&mut s, finish).is_empty());
@@ -498,6 +511,7 @@ mod tests {
                 artifact: "a".into(),
                 plan: "p".into(),
                 cached: false,
+                image: None,
                 now: T,
             },
             ServiceCommand::MarkLive { deployment_id: d1, now: T },
@@ -528,6 +542,7 @@ mod tests {
             artifact: "a".into(),
             plan: "p".into(),
             cached: false,
+            image: None,
             finished_at: T,
         });
         when(&mut s, ServiceCommand::MarkLive { deployment_id: d, now: T });

@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS {schema}.deployments (
     artifact      text,
     plan          text,
     cached        boolean NOT NULL,
+    image         text,
     restarts      integer NOT NULL,
     failure       jsonb,
     requested_at  timestamptz NOT NULL,

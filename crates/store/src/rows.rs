@@ -212,6 +212,8 @@ row! {
         pub artifact: Option<String>,
         pub plan: Option<String>,
         pub cached: bool,
+        /// The pushed image (`<reference>@sha256:…`), for the cluster runtime.
+        pub image: Option<String>,
         pub restarts: i32,
         pub failure: Option<serde_json::Value>,
         pub requested_at: DateTime<Utc>,

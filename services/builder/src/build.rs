@@ -140,7 +140,7 @@ impl Job<'_> {
         let result = self.build(&spec, &overrides, &mut log).await;
         log.flush().await;
         match result {
-            Ok(Built { artifact, plan, cached }) => {
+            Ok(Built { artifact, plan, cached, image }) => {
                 log.platform(if cached { "build output reused (same commit and plan)" } else { "build succeeded" })
                     .await;
                 log.flush().await;
@@ -149,6 +149,7 @@ impl Job<'_> {
                     artifact,
                     plan: plan.describe(),
                     cached,
+                    image,
                     now: Utc::now(),
                 })
                 .await
@@ -190,7 +191,10 @@ impl Job<'_> {
             let key = format!("{}-{}", self.commit_sha, &plan.key()[..16]);
             let out = artifact_dir(data, &key);
             if tokio::fs::try_exists(manifest_path(data, &key)).await.unwrap_or(false) {
-                return Ok(Built { artifact: key, plan, cached: true });
+                let manifest: Option<ArtifactManifest> =
+                    tokio::fs::read(manifest_path(data, &key)).await.ok().and_then(|b| serde_json::from_slice(&b).ok());
+                let image = manifest.and_then(|m| m.image).and_then(|i| i.pushed);
+                return Ok(Built { artifact: key, plan, cached: true, image });
             }
             let mut manifest = ArtifactManifest {
                 provider: plan.provider.as_str().to_owned(),
@@ -205,7 +209,11 @@ impl Job<'_> {
                 tokio::fs::create_dir_all(&staging).await.map_err(retry)?;
                 let sb = self.config.sandbox.create(self.sandbox_spec(&work)).await.map_err(retry)?;
                 let tag = format!("localhost/dmcp-build:{}", self.deployment_id.short());
-                let built = crate::image::build(&sb, &work, &staging, &tag, plan.start.as_deref(), log).await;
+                let push = self.config.registry.as_ref().map(|r| {
+                    let name = format!("svc/{}", spec.service_id.to_string().to_lowercase());
+                    (r, name, crate::registry::build_tag(&self.commit_sha, &plan.key()))
+                });
+                let built = crate::image::build(&sb, &work, &staging, &tag, plan.start.as_deref(), push, log).await;
                 let _ = sb.destroy(Duration::from_secs(1)).await;
                 manifest.image = Some(built?);
                 manifest.start = None;
@@ -221,7 +229,8 @@ impl Job<'_> {
             }
             let json = serde_json::to_vec_pretty(&manifest).map_err(retry)?;
             write_atomic(&manifest_path(data, &key), &json).await.map_err(retry)?;
-            Ok(Built { artifact: key, plan, cached: false })
+            let image = manifest.image.as_ref().and_then(|i| i.pushed.clone());
+            Ok(Built { artifact: key, plan, cached: false, image })
         }
         .await;
         let _ = tokio::fs::remove_dir_all(&work).await;
@@ -319,6 +328,8 @@ struct Built {
     artifact: String,
     plan: Plan,
     cached: bool,
+    /// The pushed image, `<reference>@<digest>`.
+    image: Option<String>,
 }
 
 pub(crate) enum Outcome {

@@ -27,6 +27,7 @@ pub(crate) async fn build(
     out: &Path,
     tag: &str,
     start: Option<&str>,
+    push: Option<(&crate::registry::Registry, String, String)>,
     log: &mut LogSink,
 ) -> Result<ImageRun, Outcome> {
     let command = format!("buildah bud --isolation chroot --pull=never -f Dockerfile -t {tag} .");
@@ -45,7 +46,15 @@ pub(crate) async fn build(
         }
         return Err(Outcome::Failed(FailureReason::BuildFailed { command, exit_code: status.code(), log_tail: tail }));
     }
-    let result = export(tag, out, start).await;
+    let mut result = export(tag, out, start).await;
+    // For the cluster runtime: the image goes to the registry, tagged by commit (pushed once).
+    if let (Ok(run), Some((registry, name, image_tag))) = (&mut result, push) {
+        log.platform(format!("push: {}", registry.reference(&name, &image_tag))).await;
+        match registry.push(tag, &name, &image_tag).await {
+            Ok(pushed) => run.pushed = Some(format!("{}@{}", pushed.reference, pushed.digest)),
+            Err(e) => result = Err(Outcome::Retry(format!("pushing the image: {e}"))),
+        }
+    }
     let _ = buildah(&["rmi", "-f", tag]).await;
     let run = result?;
     log.platform(format!("image: runs {:?} in {}", run.argv, run.working_dir)).await;
@@ -89,7 +98,7 @@ async fn export(tag: &str, out: &Path, start: Option<&str>) -> Result<ImageRun, 
     let _ = buildah(&["umount", &container]).await;
     let _ = buildah(&["rm", &container]).await;
     copied.map_err(retry)?;
-    Ok(ImageRun { argv, env: strings(&config["Env"]), working_dir })
+    Ok(ImageRun { argv, env: strings(&config["Env"]), working_dir, pushed: None })
 }
 
 /// Runs buildah to completion and returns its standard output.

@@ -43,6 +43,8 @@ pub struct Config {
     pub build_memory_mb: u32,
     /// Builds running at once.
     pub concurrency: usize,
+    /// Where images built from Dockerfiles are pushed (for the cluster runtime), if anywhere.
+    pub registry: Option<registry::Registry>,
 }
 
 impl std::fmt::Debug for Config {

@@ -431,6 +431,9 @@ pub struct DeploymentView {
     pub plan: Option<String>,
     /// True when the build output of the same commit was reused.
     pub cached: bool,
+    /// The image pushed for it (`<reference>@sha256:…`), when the platform has a registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     #[serde(skip_serializing_if = "is_zero")]
     pub restarts: i32,
     /// Why it failed, typed (`kind`: build_failed, start_command_exited, port_not_listened,
@@ -459,6 +462,7 @@ impl From<&DeploymentRow> for DeploymentView {
             status: d.status.clone(),
             plan: d.plan.clone(),
             cached: d.cached,
+            image: d.image.clone(),
             restarts: d.restarts,
             failure: d.failure.clone(),
             hint,

@@ -343,6 +343,7 @@ impl Model {
                         artifact: None,
                         plan: None,
                         cached: false,
+                        image: None,
                         restarts: 0,
                         failure: None,
                         requested_at,
@@ -354,8 +355,9 @@ impl Model {
             ServiceEvent::BuildStarted { deployment_id, .. } => {
                 set_dep(self, &deployment_id, &|d| d.status = "building".into());
             }
-            ServiceEvent::BuildSucceeded { deployment_id, artifact, plan, cached, .. } => {
+            ServiceEvent::BuildSucceeded { deployment_id, artifact, plan, cached, image, .. } => {
                 set_dep(self, &deployment_id, &|d| {
+                    d.image = image.clone();
                     d.status = "built".into();
                     d.artifact = Some(artifact.clone());
                     d.plan = Some(plan.clone());

@@ -71,4 +71,10 @@ pub trait Driver: Send + Sync {
 
     /// Removes whatever a previous process of this driver left running (after a crash).
     async fn clean_up(&self);
+
+    /// Whether deployments outlive this process: a cluster keeps running them when the
+    /// scheduler stops, so stopping the scheduler must not stop them.
+    fn outlives_scheduler(&self) -> bool {
+        false
+    }
 }

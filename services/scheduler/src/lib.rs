@@ -11,6 +11,7 @@ mod driver;
 mod health;
 pub mod k8s;
 mod local;
+mod placement;
 mod provision;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 pub use driver::{Driver, Launch, Report, Running, StartError};
 pub use health::probe;
 pub use local::LocalDriver;
+pub use placement::{CommandPlacement, kubernetes_driver};
 pub use provision::{Providers, Provisioner, provider_key};
 
 #[derive(Clone)]
@@ -498,6 +500,9 @@ impl Scheduler {
     }
 
     async fn stop_all(&self) {
+        if self.config.driver.outlives_scheduler() {
+            return;
+        }
         let slots: Vec<_> = self.services.lock().await.drain().map(|(_, s)| s).collect();
         for slot in slots {
             if let Some(current) = slot.lock().await.take() {

@@ -263,6 +263,11 @@ impl Driver for KubernetesDriver {
     /// Nothing: the cluster's objects are the desired state, and the scheduler re-applies every
     /// live deployment after a restart (removing objects of deleted services is not done yet).
     async fn clean_up(&self) {}
+
+    /// The cluster keeps the apps running while the scheduler is away.
+    fn outlives_scheduler(&self) -> bool {
+        true
+    }
 }
 
 /// A deployment rolled out on the cluster. The cluster's ingress routes it: no upstream.
