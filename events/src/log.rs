@@ -42,6 +42,10 @@ pub struct ArtifactManifest {
     /// inside the output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageRun>,
+    /// For the cluster runtime: the build output packaged onto the provider's base image and
+    /// pushed, `<reference>@sha256:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<String>,
 }
 
 /// How an image built from a Dockerfile runs: its entrypoint and command, environment and

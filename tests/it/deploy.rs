@@ -564,3 +564,59 @@ async fn a_dockerfile_image_is_pushed_to_the_registry_with_its_digest_recorded()
     assert!(tag.starts_with(&s["deployments"][0]["commit"].as_str().unwrap()[..12]), "tagged by commit: {tag}");
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_build_plan_is_packaged_onto_its_base_image_and_pushed() {
+    let registry =
+        std::env::var("DEPLOY_MCP_TEST_REGISTRY").expect("DEPLOY_MCP_TEST_REGISTRY: run scripts/test --setup-only");
+    // A base image made here (no registry is reachable): busybox with its applets (sh, httpd).
+    let base = format!("localhost/dmcp-test-base:{}", deploy_mcp_tests::unique("b").to_lowercase().replace('_', ""));
+    let ctx = Scratch::new();
+    std::fs::copy("/bin/busybox", ctx.0.join("busybox")).unwrap();
+    std::fs::write(
+        ctx.0.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+    )
+    .unwrap();
+    let built = std::process::Command::new("buildah")
+        .args(["bud", "--isolation", "chroot", "--pull=never", "-q", "-t", &base, "."])
+        .current_dir(&ctx.0)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let (address, base_image) = (registry.clone(), base.clone());
+    let mut p = TestPlatform::start_with(&deploy_mcp_tests::shared_nats_url().await, Components::ALL, |s| {
+        s.registry = Some(address);
+        s.registry_insecure = true;
+        s.base_images = vec![format!("static={base_image}")];
+    })
+    .await;
+    let (key, _) = p.new_key("package@example.test").await;
+    let client = mcp_client(&p.mcp_url(), &key).await.unwrap();
+    Pushed::new(&client, "pkg", "static").await;
+    let created =
+        tool_ok(call_tool(&client, "create_service", json!({ "repo": "pkg", "name": "pkg", "wait": true })).await);
+    assert_eq!(created["status"], "live", "{created}");
+    let s = service(&client, "pkg").await;
+    let image = s["deployments"][0]["image"].as_str().unwrap_or_else(|| panic!("no image recorded: {s}")).to_owned();
+    let (reference, digest) = image.split_once('@').unwrap();
+    let (repo_tag, tag) = reference.rsplit_once(':').unwrap();
+    let repository = repo_tag.strip_prefix(&format!("{registry}/")).unwrap();
+    let head = reqwest::Client::new()
+        .head(format!("http://{registry}/v2/{repository}/manifests/{tag}"))
+        .header(
+            "accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.headers()["docker-content-digest"].to_str().unwrap(), digest);
+    // A plan without a base image configured fails with the reason.
+    Pushed::new(&client, "py", "python").await;
+    tool_ok(call_tool(&client, "create_service", json!({ "repo": "py", "name": "py" })).await);
+    let failed = wait_latest(&client, "py", "failed", Duration::from_secs(60)).await;
+    assert!(failed["deployments"][0]["failure"]["log_tail"].to_string().contains("DEPLOY_MCP_BASE_IMAGES"), "{failed}");
+    let _ = std::process::Command::new("buildah").args(["rmi", "-f", &base]).output();
+    p.stop().await;
+}

@@ -180,6 +180,10 @@ pub struct Settings {
     /// cluster runtime; unset: images stay local.
     #[arg(long, env = "DEPLOY_MCP_REGISTRY", global = true)]
     pub registry: Option<String>,
+    /// Base images that plan builds are packaged on for the registry, `provider=image` pairs
+    /// (comma-separated, e.g. `python=registry.local/python:3.12,static=registry.local/busybox:1`).
+    #[arg(long, env = "DEPLOY_MCP_BASE_IMAGES", value_delimiter = ',', global = true)]
+    pub base_images: Vec<String>,
     /// Talk to the registry over plain HTTP (only for one on loopback or the private network).
     #[arg(long, env = "DEPLOY_MCP_REGISTRY_INSECURE", default_value_t = false, global = true)]
     pub registry_insecure: bool,

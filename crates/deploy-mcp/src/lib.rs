@@ -193,6 +193,12 @@ pub async fn start(
                 insecure: settings.registry_insecure,
                 prefix: "deploy-mcp".into(),
             }),
+            base_images: settings
+                .base_images
+                .iter()
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(provider, image)| (provider.trim().to_owned(), image.trim().to_owned()))
+                .collect(),
         };
         let sd = shutdown.clone();
         tasks.spawn(async move {

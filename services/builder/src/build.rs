@@ -193,7 +193,7 @@ impl Job<'_> {
             if tokio::fs::try_exists(manifest_path(data, &key)).await.unwrap_or(false) {
                 let manifest: Option<ArtifactManifest> =
                     tokio::fs::read(manifest_path(data, &key)).await.ok().and_then(|b| serde_json::from_slice(&b).ok());
-                let image = manifest.and_then(|m| m.image).and_then(|i| i.pushed);
+                let image = manifest.and_then(|m| m.image.and_then(|i| i.pushed).or(m.pushed));
                 return Ok(Built { artifact: key, plan, cached: true, image });
             }
             let mut manifest = ArtifactManifest {
@@ -201,6 +201,7 @@ impl Job<'_> {
                 start: plan.start.clone(),
                 static_root: plan.static_root.clone(),
                 image: None,
+                pushed: None,
             };
             let _ = tokio::fs::remove_dir_all(&out).await;
             if plan.provider == plan::Provider::Dockerfile {
@@ -226,16 +227,48 @@ impl Job<'_> {
                 }
                 // Output first, manifest last: a manifest means a complete output.
                 move_tree(&work, &out).await.map_err(retry)?;
+                if let Some(registry) = &self.config.registry {
+                    manifest.pushed = Some(self.package(registry, &spec, &plan, &out, log).await?);
+                }
             }
             let json = serde_json::to_vec_pretty(&manifest).map_err(retry)?;
             write_atomic(&manifest_path(data, &key), &json).await.map_err(retry)?;
-            let image = manifest.image.as_ref().and_then(|i| i.pushed.clone());
+            let image = manifest.image.as_ref().and_then(|i| i.pushed.clone()).or(manifest.pushed.clone());
             Ok(Built { artifact: key, plan, cached: false, image })
         }
         .await;
         let _ = tokio::fs::remove_dir_all(&work).await;
         let _ = tokio::fs::remove_dir_all(work.with_extension("image")).await;
         result
+    }
+
+    /// Packages a plan's build output as an image on the provider's base image (for the
+    /// cluster runtime) and pushes it.
+    async fn package(
+        &self,
+        registry: &crate::registry::Registry,
+        spec: &domain::Spec,
+        plan: &Plan,
+        out: &Path,
+        log: &mut LogSink,
+    ) -> Result<String, Outcome> {
+        let provider = plan.provider.as_str();
+        let Some(base) = self.config.base_images.get(provider) else {
+            return Err(Outcome::Failed(FailureReason::BuildFailed {
+                command: "package the build as an image".into(),
+                exit_code: None,
+                log_tail: vec![format!(
+                    "this platform has no base image for `{provider}` apps (DEPLOY_MCP_BASE_IMAGES): use build_pack dockerfile with a Dockerfile, or ask the operator to configure one"
+                )],
+            }));
+        };
+        let sb = self.config.sandbox.create(self.sandbox_spec(out)).await.map_err(retry)?;
+        let name = format!("svc/{}", spec.service_id.to_string().to_lowercase());
+        let tag = crate::registry::build_tag(&self.commit_sha, &plan.key());
+        let local = format!("localhost/dmcp-package:{}", self.deployment_id.short());
+        let pushed = crate::image::package(&sb, out, base, plan, &local, (registry, name, tag), log).await;
+        let _ = sb.destroy(Duration::from_secs(1)).await;
+        pushed
     }
 
     /// A build's sandbox over its work directory.

@@ -61,6 +61,56 @@ pub(crate) async fn build(
     Ok(run)
 }
 
+/// Packages a plan's build output (`out`) onto `base`: `/app` holds the output, and the image
+/// runs the plan's start command (a static site: busybox `httpd` on `$PORT`, which the base
+/// must provide). Pushes it and returns `<reference>@<digest>`.
+pub(crate) async fn package(
+    sandbox: &sandbox::Sandbox,
+    out: &Path,
+    base: &str,
+    plan: &crate::plan::Plan,
+    local: &str,
+    (registry, name, tag): (&crate::registry::Registry, String, String),
+    log: &mut LogSink,
+) -> Result<String, Outcome> {
+    let start = match (&plan.start, &plan.static_root) {
+        (Some(start), _) => start.clone(),
+        (None, root) => format!("exec httpd -f -p \"${{PORT:-8080}}\" -h /app/{}", root.as_deref().unwrap_or(".")),
+    };
+    let context = out.with_extension("package");
+    let _ = tokio::fs::remove_dir_all(&context).await;
+    tokio::fs::create_dir_all(context.join("app")).await.map_err(retry)?;
+    let cp = Command::new("cp").arg("-a").arg(format!("{}/.", out.display())).arg(context.join("app")).output().await;
+    if !cp.as_ref().is_ok_and(|o| o.status.success()) {
+        let _ = tokio::fs::remove_dir_all(&context).await;
+        return Err(Outcome::Retry("copying the build output for its image failed".into()));
+    }
+    let cmd = serde_json::to_string(&["/bin/sh", "-c", &start]).map_err(retry)?;
+    let dockerfile = format!("FROM {base}\nCOPY app /app\nWORKDIR /app\nCMD {cmd}\n");
+    tokio::fs::write(context.join("Dockerfile"), dockerfile).await.map_err(retry)?;
+    log.platform(format!("package: FROM {base}, CMD {start}")).await;
+    let mut bud = Command::new("ip");
+    bud.args(["netns", "exec", sandbox.netns(), BUILDAH, "bud", "--isolation", "chroot", "--pull=never"])
+        .args(["--layers=false", "-f", "Dockerfile", "-t", local, "."])
+        .current_dir(&context);
+    let status = run_logged(bud, log).await;
+    let _ = tokio::fs::remove_dir_all(&context).await;
+    let status = status.map_err(retry)?;
+    if !status.success() {
+        let _ = buildah(&["rmi", "-f", local]).await;
+        return Err(Outcome::Failed(FailureReason::BuildFailed {
+            command: format!("package onto {base}"),
+            exit_code: status.code(),
+            log_tail: log.tail(),
+        }));
+    }
+    log.platform(format!("push: {}", registry.reference(&name, &tag))).await;
+    let pushed = registry.push(local, &name, &tag).await;
+    let _ = buildah(&["rmi", "-f", local]).await;
+    let pushed = pushed.map_err(|e| Outcome::Retry(format!("pushing the image: {e}")))?;
+    Ok(format!("{}@{}", pushed.reference, pushed.digest))
+}
+
 /// Copies the image's filesystem out and reads how it runs.
 async fn export(tag: &str, out: &Path, start: Option<&str>) -> Result<ImageRun, Outcome> {
     let inspect = buildah(&["inspect", "--type", "image", tag]).await.map_err(retry)?;

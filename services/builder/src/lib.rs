@@ -43,8 +43,11 @@ pub struct Config {
     pub build_memory_mb: u32,
     /// Builds running at once.
     pub concurrency: usize,
-    /// Where images built from Dockerfiles are pushed (for the cluster runtime), if anywhere.
+    /// Where images are pushed (for the cluster runtime), if anywhere: Dockerfile builds, and
+    /// plan builds packaged onto `base_images`.
     pub registry: Option<registry::Registry>,
+    /// Base image per provider (`static`, `python`, `node`, …) that plan builds are packaged on.
+    pub base_images: std::collections::BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Config {

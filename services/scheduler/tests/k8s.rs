@@ -40,6 +40,7 @@ fn launch(deployment: &str, commit: &str) -> K8sLaunch {
                 start: Some("node server.js".into()),
                 static_root: None,
                 image: None,
+                pushed: None,
             },
             port: 3000,
             env: vec![("DATABASE_URL".into(), "postgres://u:p@db/x".into()), ("MODE".into(), "prod".into())],
