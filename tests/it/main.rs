@@ -7,6 +7,7 @@ mod domains;
 mod gateway;
 mod git;
 mod github;
+mod oauth;
 mod projector;
 mod relay;
 mod resources;

@@ -8,6 +8,7 @@ pub mod git;
 pub mod github_app;
 pub mod keys;
 pub mod mcp;
+pub mod oauth;
 pub mod repos;
 pub mod resources;
 pub mod services;
@@ -160,6 +161,7 @@ pub fn app(state: AppState, config: &Config, shutdown: CancellationToken) -> Rou
         .route("/readyz", get(readyz))
         .route("/.well-known/oauth-protected-resource", get(resource_metadata))
         .route("/.well-known/oauth-protected-resource/mcp", get(resource_metadata))
+        .route("/.well-known/oauth-authorization-server", get(oauth::metadata::get_authorization_server))
         .route("/git/{owner}/{repo}/{*rest}", any(git::handle).layer(DefaultBodyLimit::max(GIT_BODY_LIMIT)))
         .route("/github/setup", get(github_app::setup))
         .route("/webhooks/github", axum::routing::post(github_app::webhook))
@@ -200,6 +202,7 @@ async fn resource_metadata(State(state): State<AppState>) -> Json<serde_json::Va
     Json(json!({
         "resource": state.mcp_url(),
         "resource_name": "Deploy MCP",
+        "authorization_servers": [state.public_url],
         "bearer_methods_supported": ["header"],
     }))
 }
