@@ -7,6 +7,7 @@
 //! and an error *redirect*. Registration, sign-in/consent and the token endpoint build on these.
 
 pub mod authorize;
+pub mod grants;
 pub mod metadata;
 pub mod pkce;
 pub mod register;
