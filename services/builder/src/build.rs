@@ -228,7 +228,7 @@ impl Job<'_> {
                 // Output first, manifest last: a manifest means a complete output.
                 move_tree(&work, &out).await.map_err(retry)?;
                 if let Some(registry) = &self.config.registry {
-                    manifest.pushed = Some(self.package(registry, &spec, &plan, &out, log).await?);
+                    manifest.pushed = Some(self.package(registry, spec, &plan, &out, log).await?);
                 }
             }
             let json = serde_json::to_vec_pretty(&manifest).map_err(retry)?;
