@@ -172,6 +172,7 @@ pub async fn start(
                 port: apps_port,
                 keyring: keyring.clone(),
             },
+            oauth: gateway::oauth::OAuthConfig { bcrypt_cost: settings.bcrypt_cost, ..Default::default() },
         };
         let sd = shutdown.clone();
         tasks.spawn(async move { gateway::serve(listener, config, sd).await.context("gateway") });
@@ -208,14 +209,12 @@ pub async fn start(
         });
     }
     if let Some((listener, tls_listener)) = router {
-        let sandbox = sandbox_host(settings, 's').await?;
         let routes = router::Routes::default();
         let certs = router::Certs::default();
-        let driver = scheduler::LocalDriver {
-            bus: adapters.bus.clone(),
-            sandbox: sandbox.clone(),
-            run_dir: settings.sandbox_dir.join(settings.sandbox_instance('s')).join("run"),
-            health_timeout: Duration::from_secs(settings.health_timeout_secs),
+        // The local runtime needs this machine's sandboxes (root); the cluster runtime does not.
+        let sandbox = match settings.runtime.as_str() {
+            "kubernetes" => None,
+            _ => Some(sandbox_host(settings, 's').await?),
         };
         let config = scheduler::Config {
             bus: adapters.bus.clone(),
@@ -233,7 +232,12 @@ pub async fn start(
                         .map_err(|e| anyhow::anyhow!(e))?;
                     std::sync::Arc::new(k8s) as std::sync::Arc<dyn scheduler::Driver>
                 }
-                _ => std::sync::Arc::new(driver),
+                _ => std::sync::Arc::new(scheduler::LocalDriver {
+                    bus: adapters.bus.clone(),
+                    sandbox: sandbox.clone().context("the local runtime's sandboxes")?,
+                    run_dir: settings.sandbox_dir.join(settings.sandbox_instance('s')).join("run"),
+                    health_timeout: Duration::from_secs(settings.health_timeout_secs),
+                }),
             },
             routes: routes.clone(),
             certs: certs.clone(),
@@ -257,7 +261,9 @@ pub async fn start(
         let sd = shutdown.clone();
         tasks.spawn(async move {
             let r = scheduler::run(config, sd).await.context("scheduler");
-            let _ = sandbox.teardown().await;
+            if let Some(sandbox) = sandbox {
+                let _ = sandbox.teardown().await;
+            }
             r
         });
     }
