@@ -64,8 +64,14 @@ pub enum AccountEvent {
         installation_id: u64,
         unlinked_at: DateTime<Utc>,
     },
+    /// The account's sign-in password for the web pages, set or changed.
+    PasswordSet {
+        /// bcrypt hash of the password; the password itself is never stored or logged.
+        hash: String,
+        set_at: DateTime<Utc>,
+    },
 }
 
 event_enum!(AccountEvent, "account", {
-    AccountOpened, ApiKeyCreated, ApiKeyRevoked, GithubInstallationLinked, GithubInstallationUnlinked,
+    AccountOpened, ApiKeyCreated, ApiKeyRevoked, GithubInstallationLinked, GithubInstallationUnlinked, PasswordSet,
 });

@@ -1,17 +1,191 @@
-//! The OAuth 2.1 authorization server (issue 7): discovery so far. An MCP client starts from the
-//! 401 on /mcp, follows `resource_metadata` to the protected resource metadata, and from its
-//! `authorization_servers` to the RFC 8414 metadata.
+//! The OAuth 2.1 authorization server (issue 7), driven over HTTP the way an MCP client and a
+//! browser would: discovery from the 401, registration, authorize, sign-up/sign-in with the CSRF
+//! cookie and field, consent, the code on the redirect, token exchange and refresh.
+
+use std::collections::HashMap;
 
 use deploy_mcp::Components;
 use deploy_mcp_tests::TestPlatform;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use url::Url;
+
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+}
+
+fn query_of(location: &str) -> HashMap<String, String> {
+    Url::parse(location).unwrap().query_pairs().into_owned().collect()
+}
+
+/// The `value` of the hidden input `name` in a page.
+fn field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} in {html}")) + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+async fn register(p: &TestPlatform) -> String {
+    let res = http()
+        .post(format!("{}/oauth/register", p.base_url))
+        .json(&json!({"redirect_uris": [REDIRECT], "client_name": "Test <Client>", "client_uri": "https://client.example"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    body["client_id"].as_str().unwrap().to_owned()
+}
+
+fn authorize_url(p: &TestPlatform, client_id: &str, extra: &[(&str, &str)]) -> String {
+    let challenge = gateway::oauth::pkce::s256(VERIFIER);
+    let mcp = p.mcp_url();
+    let mut pairs: HashMap<&str, &str> = HashMap::from([
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", REDIRECT),
+        ("state", "st-1"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+        ("resource", mcp.as_str()),
+    ]);
+    for (k, v) in extra {
+        if v.is_empty() {
+            pairs.remove(k);
+        } else {
+            pairs.insert(k, v);
+        }
+    }
+    let pairs: Vec<_> = pairs.into_iter().collect();
+    format!("{}/oauth/authorize?{}", p.base_url, form(&pairs))
+}
+
+/// A browser session: the sign-in page's CSRF cookie and field.
+struct Browser {
+    cookie: String,
+    page: String,
+}
+
+async fn open_sign_in(url: &str) -> Browser {
+    let res = http().get(url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let set_cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    Browser { cookie, page: res.text().await.unwrap() }
+}
+
+/// Posts the sign-in form with `action`; returns the response.
+async fn submit(
+    p: &TestPlatform,
+    b: &Browser,
+    email: &str,
+    password: &str,
+    action: &str,
+    csrf: bool,
+) -> reqwest::Response {
+    let names =
+        ["response_type", "client_id", "redirect_uri", "state", "code_challenge", "code_challenge_method", "resource"];
+    let values: Vec<String> = names.iter().map(|n| field(&b.page, n)).collect();
+    let csrf_value = field(&b.page, "csrf");
+    let mut pairs: Vec<(&str, &str)> = names.iter().copied().zip(values.iter().map(String::as_str)).collect();
+    pairs.extend([("email", email), ("password", password), ("action", action)]);
+    if csrf {
+        pairs.push(("csrf", &csrf_value));
+    }
+    http()
+        .post(format!("{}/oauth/authorize", p.base_url))
+        .header("cookie", &b.cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&pairs))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Signs up (or in) and allows: returns the code from the redirect.
+async fn get_code(p: &TestPlatform, client_id: &str, email: &str, action: &str) -> String {
+    let b = open_sign_in(&authorize_url(p, client_id, &[])).await;
+    assert!(b.page.contains("Test &lt;Client&gt;"), "the client is named, escaped");
+    let res = submit(p, &b, email, "correct horse battery", action, true).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let consent = res.text().await.unwrap();
+    assert!(consent.contains(email) && consent.contains("https://client.example"), "{consent}");
+    let pairs =
+        [("csrf", field(&consent, "csrf")), ("ticket", field(&consent, "ticket")), ("decision", "allow".into())];
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let res = http()
+        .post(format!("{}/oauth/consent", p.base_url))
+        .header("cookie", &b.cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&pairs))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(REDIRECT), "{location}");
+    let q = query_of(&location);
+    assert_eq!(q["state"], "st-1");
+    assert_eq!(q["iss"], p.base_url);
+    q["code"].clone()
+}
+
+async fn token(p: &TestPlatform, pairs: &[(&str, &str)]) -> (StatusCode, Value) {
+    let res = http()
+        .post(format!("{}/oauth/token", p.base_url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(pairs))
+        .send()
+        .await
+        .unwrap();
+    (res.status(), res.json().await.unwrap())
+}
+
+async fn exchange(
+    p: &TestPlatform,
+    client_id: &str,
+    code: &str,
+    redirect: &str,
+    verifier: &str,
+) -> (StatusCode, Value) {
+    token(
+        p,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", code),
+            ("redirect_uri", redirect),
+            ("code_verifier", verifier),
+        ],
+    )
+    .await
+}
+
+async fn tools_list(p: &TestPlatform, token: &str) -> StatusCode {
+    http()
+        .post(p.mcp_url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {token}"))
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_from_the_401_reaches_the_authorization_server_metadata() {
     let p = TestPlatform::start(Components::ALL).await;
-    let http = reqwest::Client::new();
-    let res = http
+    let res = http()
         .post(p.mcp_url())
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
@@ -23,12 +197,12 @@ async fn discovery_from_the_401_reaches_the_authorization_server_metadata() {
     let challenge = res.headers()["www-authenticate"].to_str().unwrap().to_owned();
     let resource_metadata = challenge.split("resource_metadata=\"").nth(1).unwrap().split('"').next().unwrap();
 
-    let prm: Value = http.get(resource_metadata).send().await.unwrap().json().await.unwrap();
+    let prm: Value = http().get(resource_metadata).send().await.unwrap().json().await.unwrap();
     assert_eq!(prm["resource"], p.mcp_url());
     assert_eq!(prm["authorization_servers"], json!([p.base_url]));
     let issuer = prm["authorization_servers"][0].as_str().unwrap();
 
-    let res = http.get(format!("{issuer}/.well-known/oauth-authorization-server")).send().await.unwrap();
+    let res = http().get(format!("{issuer}/.well-known/oauth-authorization-server")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let meta: Value = res.json().await.unwrap();
     assert_eq!(meta["issuer"], issuer, "RFC 8414 §3.3: the issuer is the URL the metadata was derived from");
@@ -40,4 +214,122 @@ async fn discovery_from_the_401_reaches_the_authorization_server_metadata() {
     assert_eq!(meta["grant_types_supported"], json!(["authorization_code", "refresh_token"]));
     assert_eq!(meta["token_endpoint_auth_methods_supported"], json!(["none"]));
     assert_eq!(meta["client_id_metadata_document_supported"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_consent_and_exchange_give_a_working_api_key_and_refresh_tokens_rotate() {
+    let p = TestPlatform::start(Components::ALL).await;
+    let client_id = register(&p).await;
+    let code = get_code(&p, &client_id, "oauth@example.test", "sign_up").await;
+    let (status, body) = exchange(&p, &client_id, &code, REDIRECT, VERIFIER).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    assert!(access.starts_with("dk_live_"), "the access token is an API key");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(tools_list(&p, &access).await, StatusCode::OK, "the access token works at once as Bearer on /mcp");
+
+    // The code is single-use.
+    let (status, body) = exchange(&p, &client_id, &code, REDIRECT, VERIFIER).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "reused code");
+
+    // Refresh rotates: the new token works, the old one is refused (and revokes the family).
+    let (status, rotated) =
+        token(&p, &[("grant_type", "refresh_token"), ("client_id", &client_id), ("refresh_token", &refresh)]).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    assert!(rotated["access_token"].as_str().unwrap().starts_with("dk_live_"));
+    let (status, replay) =
+        token(&p, &[("grant_type", "refresh_token"), ("client_id", &client_id), ("refresh_token", &refresh)]).await;
+    assert_eq!((status, replay["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    let newest = rotated["refresh_token"].as_str().unwrap();
+    let (status, _) =
+        token(&p, &[("grant_type", "refresh_token"), ("client_id", &client_id), ("refresh_token", newest)]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "replaying a rotated token revoked the family");
+
+    // Signing in again with the password works for the same account.
+    let code = get_code(&p, &client_id, "oauth@example.test", "sign_in").await;
+    assert_eq!(exchange(&p, &client_id, &code, REDIRECT, VERIFIER).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_need_the_right_verifier_redirect_uri_and_client() {
+    let p = TestPlatform::start(Components::ALL).await;
+    let client_id = register(&p).await;
+    let other_client = register(&p).await;
+    let wrong_verifier = format!("{}A", &VERIFIER[..42]);
+    let cases = [
+        (client_id.as_str(), REDIRECT, wrong_verifier.as_str(), "wrong verifier"),
+        (client_id.as_str(), "http://127.0.0.1:9/other", VERIFIER, "mismatched redirect_uri"),
+        (other_client.as_str(), REDIRECT, VERIFIER, "another client"),
+    ];
+    for (i, (client, redirect, verifier, what)) in cases.into_iter().enumerate() {
+        let code = get_code(&p, &client_id, "codes@example.test", if i == 0 { "sign_up" } else { "sign_in" }).await;
+        let (status, body) = exchange(&p, client, &code, redirect, verifier).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+            "{what}: {body}"
+        );
+        // The failed attempt burnt the code.
+        assert_eq!(exchange(&p, &client_id, &code, REDIRECT, VERIFIER).await.0, StatusCode::BAD_REQUEST, "{what}");
+    }
+    let (status, body) = token(&p, &[("grant_type", "password"), ("client_id", &client_id)]).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unsupported_grant_type")));
+    let (status, body) =
+        token(&p, &[("grant_type", "authorization_code"), ("client_id", "nobody"), ("code", "x")]).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pkce_is_required_s256_only_and_bad_redirects_get_a_page_not_a_redirect() {
+    let p = TestPlatform::start(Components::ALL).await;
+    let client_id = register(&p).await;
+    for (extra, what) in [
+        (vec![("code_challenge", ""), ("code_challenge_method", "")], "missing PKCE"),
+        (vec![("code_challenge_method", "plain")], "plain PKCE"),
+    ] {
+        let res = http().get(authorize_url(&p, &client_id, &extra)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{what}");
+        let q = query_of(res.headers()["location"].to_str().unwrap());
+        assert_eq!(q["error"], "invalid_request", "{what}");
+        assert_eq!(q["state"], "st-1");
+        assert_eq!(q["iss"], p.base_url);
+    }
+    let res = http()
+        .get(authorize_url(&p, &client_id, &[("resource", "https://elsewhere.example/mcp")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(query_of(res.headers()["location"].to_str().unwrap())["error"], "invalid_target");
+    for extra in [vec![("redirect_uri", "https://evil.example/cb")], vec![("client_id", "unknown-client")]] {
+        let res = http().get(authorize_url(&p, &client_id, &extra)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{extra:?}");
+        assert!(res.headers().get("location").is_none(), "no open redirect");
+        assert!(res.text().await.unwrap().contains("Sign-in cannot continue"));
+    }
+    let res = http()
+        .post(format!("{}/oauth/register", p.base_url))
+        .json(&json!({"redirect_uris": ["http://evil.example/cb"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_redirect_uri");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_needs_the_csrf_token_and_is_throttled() {
+    let p = TestPlatform::start(Components::ALL).await;
+    let client_id = register(&p).await;
+    let b = open_sign_in(&authorize_url(&p, &client_id, &[])).await;
+    let res = submit(&p, &b, "csrf@example.test", "correct horse battery", "sign_up", false).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "CSRF token missing");
+    assert!(res.text().await.unwrap().contains("CSRF"));
+    for _ in 0..gateway::oauth::SIGN_IN_ATTEMPTS {
+        let res = submit(&p, &b, "brute@example.test", "wrong password!", "sign_in", true).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = submit(&p, &b, "brute@example.test", "wrong password!", "sign_in", true).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.text().await.unwrap().contains("Too many sign-in attempts"));
 }

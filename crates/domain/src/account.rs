@@ -14,6 +14,10 @@ pub struct Account {
     /// The linked GitHub App installation: (installation id, account login).
     #[serde(default)]
     pub github: Option<(u64, String)>,
+    /// bcrypt hash of the sign-in password, when one was set (`SetPassword` takes the hash,
+    /// computed by the caller: decisions stay pure and fast).
+    #[serde(default)]
+    pub password_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +40,7 @@ pub enum AccountCommand {
     RevokeApiKey { key_id: ApiKeyId, now: DateTime<Utc> },
     LinkGithub { installation_id: u64, account_login: String, now: DateTime<Utc> },
     UnlinkGithub { installation_id: u64, now: DateTime<Utc> },
+    SetPassword { hash: String, now: DateTime<Utc> },
 }
 
 impl Account {
@@ -80,6 +85,13 @@ impl Account {
                 }
                 _ => Ok(vec![]),
             },
+            AccountCommand::SetPassword { hash, now } => {
+                self.opened.as_ref().ok_or_else(|| Rejection::NotFound { what: "account".into() })?;
+                if self.password_hash.as_deref() == Some(hash.as_str()) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![AccountEvent::PasswordSet { hash, set_at: now }])
+            }
             AccountCommand::RevokeApiKey { key_id, now } => match self.keys.get(&key_id) {
                 None => Err(Rejection::NotFound { what: format!("API key {key_id}") }),
                 Some(k) if k.revoked => Ok(vec![]),
@@ -109,6 +121,7 @@ impl Account {
                     self.github = None;
                 }
             }
+            AccountEvent::PasswordSet { hash, .. } => self.password_hash = Some(hash.clone()),
         }
     }
 }
@@ -217,6 +230,24 @@ mod tests {
                 }),
                 Recorded(linked(2)),
             ]);
+    }
+
+    #[tokio::test]
+    async fn given_open_account_when_password_set_then_event_and_none_without_account() {
+        let set = AccountCommand::SetPassword { hash: "$2b$h".into(), now: DateTime::UNIX_EPOCH };
+        TestFramework::<Account>::with(())
+            .given(vec![Recorded(opened(UserId::new(), 2))])
+            .when_async(set.clone())
+            .await
+            .then_expect_events(vec![Recorded(AccountEvent::PasswordSet {
+                hash: "$2b$h".into(),
+                set_at: DateTime::UNIX_EPOCH,
+            })]);
+        TestFramework::<Account>::with(())
+            .given_no_previous_events()
+            .when_async(set)
+            .await
+            .then_expect_error(Rejection::NotFound { what: "account".into() });
     }
 
     #[tokio::test]

@@ -62,6 +62,8 @@ pub struct Config {
     pub apps: services::AppsConfig,
     /// What delegating users are told (name servers, expiry).
     pub zones: zones::ZonesConfig,
+    /// The OAuth authorization server's settings.
+    pub oauth: oauth::OAuthConfig,
 }
 
 /// Shared state of every handler.
@@ -77,6 +79,8 @@ pub struct AppState {
     pub github: github_app::GithubState,
     pub apps: services::AppsConfig,
     pub zones: zones::ZonesConfig,
+    /// The OAuth authorization server (clients, codes, refresh families).
+    pub oauth: Arc<oauth::OAuth>,
 }
 
 impl AppState {
@@ -126,6 +130,7 @@ impl AppState {
             github: github_app::GithubState { config: config.github.clone(), ..Default::default() },
             apps: config.apps.clone(),
             zones: config.zones.clone(),
+            oauth: Arc::new(oauth::OAuth::new(config.oauth.clone())),
         }
     }
 }
@@ -162,6 +167,10 @@ pub fn app(state: AppState, config: &Config, shutdown: CancellationToken) -> Rou
         .route("/.well-known/oauth-protected-resource", get(resource_metadata))
         .route("/.well-known/oauth-protected-resource/mcp", get(resource_metadata))
         .route("/.well-known/oauth-authorization-server", get(oauth::metadata::get_authorization_server))
+        .route("/oauth/register", axum::routing::post(oauth::register::post_register))
+        .route("/oauth/authorize", get(oauth::flow::get_authorize).post(oauth::flow::post_authorize))
+        .route("/oauth/consent", axum::routing::post(oauth::flow::post_consent))
+        .route("/oauth/token", axum::routing::post(oauth::token::post_token))
         .route("/git/{owner}/{repo}/{*rest}", any(git::handle).layer(DefaultBodyLimit::max(GIT_BODY_LIMIT)))
         .route("/github/setup", get(github_app::setup))
         .route("/webhooks/github", axum::routing::post(github_app::webhook))

@@ -237,6 +237,8 @@ impl Model {
                     u.github_account = None;
                 }
             }
+            // The password hash lives in the account aggregate only: sign-in loads the aggregate.
+            AccountEvent::PasswordSet { .. } => {}
         }
     }
 

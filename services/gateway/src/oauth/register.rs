@@ -147,6 +147,43 @@ pub fn validate_document(url: &str, meta: &ClientMetadata) -> Result<ValidClient
     validate(meta)
 }
 
+/// `POST /oauth/register` (RFC 7591): registers a public client; its id is random.
+pub async fn post_register(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse as _;
+    let error = |code: &str, description: String| {
+        let body = serde_json::json!({"error": code, "error_description": description});
+        (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+    };
+    let meta: ClientMetadata = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => {
+            return error("invalid_client_metadata", format!("the body must be RFC 7591 client metadata JSON: {e}"));
+        }
+    };
+    let client = match validate(&meta) {
+        Ok(c) => c,
+        Err(e) => return error(e.code(), e.to_string()),
+    };
+    let client_id = format!("dmcp_{}", ulid::Ulid::generate().to_string().to_lowercase());
+    state.oauth.add_client(client_id.clone(), client.clone());
+    tracing::info!(%client_id, name = client.client_name.as_deref().unwrap_or(""), "oauth: client registered");
+    let body = serde_json::json!({
+        "client_id": client_id,
+        "client_id_issued_at": chrono::Utc::now().timestamp(),
+        "redirect_uris": client.redirect_uris,
+        "client_name": client.client_name,
+        "client_uri": client.client_uri,
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+    });
+    (StatusCode::CREATED, [(axum::http::header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
