@@ -110,14 +110,13 @@ async fn submit(
         .unwrap()
 }
 
-/// Signs up (or in) and allows: returns the code from the redirect.
-async fn get_code(p: &TestPlatform, client_id: &str, email: &str, action: &str) -> String {
-    let b = open_sign_in(&authorize_url(p, client_id, &[])).await;
-    assert!(b.page.contains("Test &lt;Client&gt;"), "the client is named, escaped");
+/// Signs up (or in) on the page at `url` and allows: returns the redirect's `Location`.
+async fn sign_in_and_allow(p: &TestPlatform, url: &str, email: &str, action: &str) -> String {
+    let b = open_sign_in(url).await;
     let res = submit(p, &b, email, "correct horse battery", action, true).await;
     assert_eq!(res.status(), StatusCode::OK);
     let consent = res.text().await.unwrap();
-    assert!(consent.contains(email) && consent.contains("https://client.example"), "{consent}");
+    assert!(consent.contains(email), "{consent}");
     let pairs =
         [("csrf", field(&consent, "csrf")), ("ticket", field(&consent, "ticket")), ("decision", "allow".into())];
     let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -130,7 +129,15 @@ async fn get_code(p: &TestPlatform, client_id: &str, email: &str, action: &str) 
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    res.headers()["location"].to_str().unwrap().to_owned()
+}
+
+/// Signs up (or in) and allows: returns the code from the redirect.
+async fn get_code(p: &TestPlatform, client_id: &str, email: &str, action: &str) -> String {
+    let url = authorize_url(p, client_id, &[]);
+    let page = open_sign_in(&url).await.page;
+    assert!(page.contains("Test &lt;Client&gt;"), "the client is named, escaped");
+    let location = sign_in_and_allow(p, &url, email, action).await;
     assert!(location.starts_with(REDIRECT), "{location}");
     let q = query_of(&location);
     assert_eq!(q["state"], "st-1");
@@ -332,4 +339,37 @@ async fn sign_in_needs_the_csrf_token_and_is_throttled() {
     let res = submit(&p, &b, "brute@example.test", "wrong password!", "sign_in", true).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(res.text().await.unwrap().contains("Too many sign-in attempts"));
+}
+
+/// The whole flow with rmcp's OAuth client: discovery from the 401, dynamic registration, the
+/// authorization URL, sign-up and consent driven over HTTP, the code exchanged by rmcp's auth
+/// manager (checking `state` and `iss`), then `whoami` over MCP with the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rmcp_oauth_client_connects_and_asks_who_it_is() {
+    use rmcp::transport::auth::{AuthorizationManager, AuthorizationRequest, AuthorizationSession};
+
+    let p = TestPlatform::start(Components::ALL).await;
+    let res = http().post(p.mcp_url()).header("content-type", "application/json").body("{}").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let challenge = res.headers()["www-authenticate"].to_str().unwrap().to_owned();
+
+    let mut manager = AuthorizationManager::new(p.mcp_url().as_str()).await.unwrap();
+    let resolution = manager.resolve_metadata_from_challenge(Some(&challenge)).await.unwrap();
+    assert_eq!(resolution.metadata.authorization_endpoint, format!("{}/oauth/authorize", p.base_url));
+    manager.set_metadata(resolution.metadata);
+    let request = AuthorizationRequest::new(REDIRECT).with_client_name("rmcp test client");
+    let session = AuthorizationSession::new(manager, request).await.map_err(|(_, e)| e).unwrap();
+    let url = session.get_authorization_url().to_owned();
+    assert!(url.contains("code_challenge_method=S256") && url.contains("resource="), "{url}");
+
+    let location = sign_in_and_allow(&p, &url, "rmcp@example.test", "sign_up").await;
+    assert!(location.starts_with(REDIRECT), "{location}");
+    session.handle_callback_url(&location).await.unwrap();
+    let token = session.auth_manager.get_access_token().await.unwrap();
+    assert!(token.starts_with("dk_live_"));
+
+    let client = deploy_mcp_tests::mcp_client(&p.mcp_url(), &token).await.unwrap();
+    let me = deploy_mcp_tests::tool_ok(deploy_mcp_tests::call_tool(&client, "whoami", json!({})).await);
+    assert_eq!(me["email"], "rmcp@example.test", "{me}");
+    client.cancel().await.unwrap();
 }
