@@ -201,6 +201,7 @@ pub fn test_settings(database_url: &str, nats_url: &str) -> Settings {
     s.listen = "127.0.0.1:0".parse().expect("addr");
     s.public_url = None;
     s.bcrypt_cost = 4;
+    s.password_bcrypt_cost = 4;
     s.db_pool = 8;
     s.data_dir = std::env::temp_dir().join(unique("deploy-mcp-data-"));
     s.router_listen = "127.0.0.1:0".parse().expect("addr");

@@ -3,6 +3,7 @@
 //! cookie and field, consent, the code on the redirect, token exchange and refresh.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use deploy_mcp::Components;
 use deploy_mcp_tests::TestPlatform;
@@ -285,6 +286,19 @@ async fn codes_need_the_right_verifier_redirect_uri_and_client() {
     let (status, body) =
         token(&p, &[("grant_type", "authorization_code"), ("client_id", "nobody"), ("code", "x")]).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_code_is_an_invalid_grant() {
+    let nats = deploy_mcp_tests::shared_nats_url().await;
+    let p = TestPlatform::start_with(&nats, Components::ALL, |s| s.oauth_code_ttl_secs = 1).await;
+    let client_id = register(&p).await;
+    let code = get_code(&p, &client_id, "expired@example.test", "sign_up").await;
+    // Time passing is what is tested here: the code's lifetime is 1 s.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = exchange(&p, &client_id, &code, REDIRECT, VERIFIER).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{body}");
+    assert!(body["error_description"].as_str().unwrap().contains("expired"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

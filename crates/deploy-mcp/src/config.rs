@@ -59,6 +59,12 @@ pub struct Settings {
     /// bcrypt cost for new API keys (keys are random, so 10 is plenty).
     #[arg(long, env = "DEPLOY_MCP_BCRYPT_COST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31), global = true)]
     pub bcrypt_cost: u32,
+    /// bcrypt cost for sign-in passwords (people choose them, so slower than for random keys).
+    #[arg(long, env = "DEPLOY_MCP_PASSWORD_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31), global = true)]
+    pub password_bcrypt_cost: u32,
+    /// How long an OAuth authorization code stays redeemable, in seconds.
+    #[arg(long, env = "DEPLOY_MCP_OAUTH_CODE_TTL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=600), global = true)]
+    pub oauth_code_ttl_secs: u64,
     /// Where the platform keeps its files (bare git repositories under `git/`).
     #[arg(long, env = "DEPLOY_MCP_DATA_DIR", default_value = ".dev/data", global = true)]
     pub data_dir: std::path::PathBuf,

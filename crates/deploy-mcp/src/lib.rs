@@ -172,7 +172,11 @@ pub async fn start(
                 port: apps_port,
                 keyring: keyring.clone(),
             },
-            oauth: gateway::oauth::OAuthConfig { bcrypt_cost: settings.bcrypt_cost, ..Default::default() },
+            oauth: gateway::oauth::OAuthConfig {
+                code_ttl: Duration::from_secs(settings.oauth_code_ttl_secs),
+                bcrypt_cost: settings.bcrypt_cost,
+                password_bcrypt_cost: settings.password_bcrypt_cost,
+            },
         };
         let sd = shutdown.clone();
         tasks.spawn(async move { gateway::serve(listener, config, sd).await.context("gateway") });

@@ -175,7 +175,7 @@ async fn sign_up(state: &AppState, email: &str, password: &str) -> Result<events
         return Err((StatusCode::CONFLICT, "An account with this e-mail exists: sign in instead.".into()));
     }
     let user = accounts::ensure_account(&state.commands, email, Limits::default()).await.map_err(unavailable)?;
-    let hash = hash(password.to_owned(), state.oauth.config.bcrypt_cost).await?;
+    let hash = hash(password.to_owned(), state.oauth.config.password_bcrypt_cost).await?;
     let cmd = AccountCommand::SetPassword { hash, now: Utc::now() };
     state.commands.accounts.execute(&user.to_string(), cmd).await.map_err(unavailable)?;
     tracing::info!(user = %user, "oauth: account signed up");

@@ -39,13 +39,15 @@ use self::secret::Secret;
 pub struct OAuthConfig {
     /// How long an authorization code stays redeemable (60 s; tests shorten it).
     pub code_ttl: Duration,
-    /// bcrypt cost of passwords and of the API keys issued as access tokens.
+    /// bcrypt cost of the API keys issued as access tokens.
     pub bcrypt_cost: u32,
+    /// bcrypt cost of sign-in passwords.
+    pub password_bcrypt_cost: u32,
 }
 
 impl Default for OAuthConfig {
     fn default() -> Self {
-        Self { code_ttl: Duration::from_secs(60), bcrypt_cost: 10 }
+        Self { code_ttl: Duration::from_secs(60), bcrypt_cost: 10, password_bcrypt_cost: 12 }
     }
 }
 
