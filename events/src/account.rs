@@ -48,6 +48,10 @@ pub enum AccountEvent {
         hash: String,
         label: String,
         created_at: DateTime<Utc>,
+        /// The protected resource (MCP URL) an OAuth-issued key is bound to; `None` for keys
+        /// created directly, which are valid on every resource of the platform.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resource: Option<String>,
     },
     ApiKeyRevoked {
         key_id: ApiKeyId,

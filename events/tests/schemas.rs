@@ -36,6 +36,7 @@ fn every_event_round_trips_through_its_envelope() {
         hash: "$2b$...".into(),
         label: "ci".into(),
         created_at: Utc::now(),
+        resource: None,
     };
     let env = Envelope::new("usr_x", 2, Utc::now(), &ev);
     assert_eq!(env.event_type, "ApiKeyCreated");

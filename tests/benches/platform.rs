@@ -404,6 +404,7 @@ async fn replay_rate() {
                 hash: "$2b$04$abcdefghijklmnopqrstuuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZa".into(),
                 label: "bench".into(),
                 created_at: now,
+                resource: None,
             },
         ));
         if batch.len() >= 2_000 {

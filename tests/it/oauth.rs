@@ -387,3 +387,26 @@ async fn an_rmcp_oauth_client_connects_and_asks_who_it_is() {
     assert_eq!(me["email"], "rmcp@example.test", "{me}");
     client.cancel().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_bound_to_another_resource_is_refused() {
+    let p = TestPlatform::start(Components::ALL).await;
+    let commands = p.commands();
+    let user =
+        gateway::accounts::ensure_account(&commands, "bound@example.test", events::Limits::default()).await.unwrap();
+    let mut keys = Vec::new();
+    for resource in [Some(p.mcp_url()), Some("https://elsewhere.example/mcp".to_owned()), None] {
+        let issued = gateway::accounts::create_bound_api_key(&commands, user, "t", 4, resource).await.unwrap();
+        keys.push(issued.key);
+    }
+    for key in &keys {
+        deploy_mcp_tests::eventually(Duration::from_secs(10), "the key in the read model", || {
+            let (store, prefix) = (p.adapters.store.clone(), key.prefix.clone());
+            async move { store.api_key_by_prefix(&prefix).await.ok().flatten() }
+        })
+        .await;
+    }
+    assert_eq!(tools_list(&p, &keys[0].plaintext).await, StatusCode::OK, "bound to this MCP URL");
+    assert_eq!(tools_list(&p, &keys[1].plaintext).await, StatusCode::UNAUTHORIZED, "bound to another resource");
+    assert_eq!(tools_list(&p, &keys[2].plaintext).await, StatusCode::OK, "an unbound key");
+}

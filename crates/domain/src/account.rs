@@ -31,16 +31,45 @@ pub struct Opened {
 pub struct KeyState {
     pub prefix: String,
     pub revoked: bool,
+    /// The resource the key is bound to (OAuth-issued keys).
+    #[serde(default)]
+    pub resource: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub enum AccountCommand {
-    Open { user_id: UserId, email: String, limits: Limits, now: DateTime<Utc> },
-    CreateApiKey { key_id: ApiKeyId, prefix: String, hash: String, label: String, now: DateTime<Utc> },
-    RevokeApiKey { key_id: ApiKeyId, now: DateTime<Utc> },
-    LinkGithub { installation_id: u64, account_login: String, now: DateTime<Utc> },
-    UnlinkGithub { installation_id: u64, now: DateTime<Utc> },
-    SetPassword { hash: String, now: DateTime<Utc> },
+    Open {
+        user_id: UserId,
+        email: String,
+        limits: Limits,
+        now: DateTime<Utc>,
+    },
+    CreateApiKey {
+        key_id: ApiKeyId,
+        prefix: String,
+        hash: String,
+        label: String,
+        /// The resource an OAuth-issued key is bound to.
+        resource: Option<String>,
+        now: DateTime<Utc>,
+    },
+    RevokeApiKey {
+        key_id: ApiKeyId,
+        now: DateTime<Utc>,
+    },
+    LinkGithub {
+        installation_id: u64,
+        account_login: String,
+        now: DateTime<Utc>,
+    },
+    UnlinkGithub {
+        installation_id: u64,
+        now: DateTime<Utc>,
+    },
+    SetPassword {
+        hash: String,
+        now: DateTime<Utc>,
+    },
 }
 
 impl Account {
@@ -53,7 +82,7 @@ impl Account {
                 Some(_) => Err(Rejection::Taken { what: format!("account {user_id}") }),
                 None => Ok(vec![AccountEvent::AccountOpened { user_id, email, limits, opened_at: now }]),
             },
-            AccountCommand::CreateApiKey { key_id, prefix, hash, label, now } => {
+            AccountCommand::CreateApiKey { key_id, prefix, hash, label, resource, now } => {
                 let opened = self.opened.as_ref().ok_or_else(|| Rejection::NotFound { what: "account".into() })?;
                 if self.keys.contains_key(&key_id) {
                     return Ok(vec![]);
@@ -62,7 +91,7 @@ impl Account {
                 if active >= opened.limits.max_api_keys {
                     return Err(Rejection::LimitReached { what: "API keys".into(), limit: opened.limits.max_api_keys });
                 }
-                Ok(vec![AccountEvent::ApiKeyCreated { key_id, prefix, hash, label, created_at: now }])
+                Ok(vec![AccountEvent::ApiKeyCreated { key_id, prefix, hash, label, created_at: now, resource }])
             }
             AccountCommand::LinkGithub { installation_id, account_login, now } => {
                 self.opened.as_ref().ok_or_else(|| Rejection::NotFound { what: "account".into() })?;
@@ -105,8 +134,9 @@ impl Account {
             AccountEvent::AccountOpened { user_id, email, limits, .. } => {
                 self.opened = Some(Opened { user_id: *user_id, email: email.clone(), limits: limits.clone() });
             }
-            AccountEvent::ApiKeyCreated { key_id, prefix, .. } => {
-                self.keys.insert(*key_id, KeyState { prefix: prefix.clone(), revoked: false });
+            AccountEvent::ApiKeyCreated { key_id, prefix, resource, .. } => {
+                let key = KeyState { prefix: prefix.clone(), revoked: false, resource: resource.clone() };
+                self.keys.insert(*key_id, key);
             }
             AccountEvent::ApiKeyRevoked { key_id, .. } => {
                 if let Some(k) = self.keys.get_mut(key_id) {
@@ -152,6 +182,7 @@ mod tests {
             hash: "h".into(),
             label: "l".into(),
             created_at: DateTime::UNIX_EPOCH,
+            resource: None,
         }
     }
 
@@ -161,6 +192,7 @@ mod tests {
             prefix: "dk_live_aaaa0000".into(),
             hash: "h".into(),
             label: "l".into(),
+            resource: None,
             now: DateTime::UNIX_EPOCH,
         }
     }

@@ -93,6 +93,18 @@ pub async fn create_api_key(
     label: &str,
     bcrypt_cost: u32,
 ) -> Result<IssuedKey, AccountError> {
+    create_bound_api_key(commands, user_id, label, bcrypt_cost, None).await
+}
+
+/// Creates a key bound to one protected resource (`Some`: an OAuth access token), refused by
+/// the gateway on any other.
+pub async fn create_bound_api_key(
+    commands: &Commands,
+    user_id: UserId,
+    label: &str,
+    bcrypt_cost: u32,
+    resource: Option<String>,
+) -> Result<IssuedKey, AccountError> {
     let key_id = ApiKeyId::new();
     let key = keys::generate();
     let claim = ClaimCommand::Claim {
@@ -113,6 +125,7 @@ pub async fn create_api_key(
         prefix: key.prefix.clone(),
         hash,
         label: label.to_owned(),
+        resource,
         now: Utc::now(),
     };
     commands.accounts.execute(&user_id.to_string(), cmd).await.map_err(rejected)?;

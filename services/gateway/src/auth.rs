@@ -40,6 +40,8 @@ pub enum AuthError {
     Unknown,
     #[error("this API key was revoked: create a new one")]
     Revoked,
+    #[error("this token was issued for another resource: authorize again for this MCP URL")]
+    WrongResource,
     #[error("authentication is temporarily unavailable; retry in a few seconds")]
     Unavailable,
 }
@@ -62,6 +64,8 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(10);
 
 pub struct KeyAuth {
     store: Store,
+    /// The protected resource served here: keys bound to another one are refused.
+    resource: Option<String>,
     recheck: Duration,
     verified: RwLock<HashMap<Digest32, Entry>>,
     refused: RwLock<HashMap<Digest32, Instant>>,
@@ -75,7 +79,23 @@ impl std::fmt::Debug for KeyAuth {
 
 impl KeyAuth {
     pub fn new(store: Store, recheck: Duration) -> Self {
-        Self { store, recheck, verified: RwLock::default(), refused: RwLock::default() }
+        Self { store, resource: None, recheck, verified: RwLock::default(), refused: RwLock::default() }
+    }
+
+    /// Refuses keys bound (by OAuth) to a resource other than `resource`.
+    pub fn for_resource(mut self, resource: String) -> Self {
+        self.resource = Some(resource);
+        self
+    }
+
+    /// The resource the key is bound to, from its account aggregate (checked once per key).
+    async fn bound_resource(&self, user_id: &str, prefix: &str) -> Result<Option<String>, AuthError> {
+        let commands = store::Commands::new(&self.store);
+        let account: domain::Account = commands.load(user_id).await.map_err(|e| {
+            tracing::warn!(error = %e, "auth: cannot load a key's account");
+            AuthError::Unavailable
+        })?;
+        Ok(account.keys.values().find(|k| k.prefix == prefix).and_then(|k| k.resource.clone()))
     }
 
     /// Authenticates an `Authorization` header value.
@@ -160,6 +180,11 @@ impl KeyAuth {
         }
         if row.revoked_at.is_some() {
             return Err(AuthError::Revoked);
+        }
+        if let Some(resource) = &self.resource
+            && self.bound_resource(&row.user_id, &row.prefix).await?.is_some_and(|bound| bound != *resource)
+        {
+            return Err(AuthError::WrongResource);
         }
         let user = self.store.user(&row.user_id).await.map_err(unavailable)?.ok_or(AuthError::Unknown)?;
         let principal = Arc::new(Principal {

@@ -123,7 +123,10 @@ impl AppState {
         Self {
             store: config.store.clone(),
             bus: config.bus.clone(),
-            auth: Arc::new(KeyAuth::new(config.store.clone(), config.key_recheck)),
+            auth: Arc::new(
+                KeyAuth::new(config.store.clone(), config.key_recheck)
+                    .for_resource(format!("{}/mcp", config.public_url.trim_end_matches('/'))),
+            ),
             public_url: config.public_url.trim_end_matches('/').to_owned(),
             commands: Arc::new(Commands::new(&config.store)),
             git: git::Git::new(config.git_bin.clone(), config.data_dir.clone()),

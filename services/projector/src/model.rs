@@ -202,7 +202,7 @@ impl Model {
                 };
                 self.users.insert(user_id, row);
             }
-            AccountEvent::ApiKeyCreated { key_id, prefix, hash, label, created_at } => {
+            AccountEvent::ApiKeyCreated { key_id, prefix, hash, label, created_at, .. } => {
                 let key_id = key_id.to_string();
                 self.api_keys.insert(
                     key_id.clone(),
@@ -562,6 +562,7 @@ mod tests {
             hash: "h".into(),
             label: "l".into(),
             created_at: DateTime::UNIX_EPOCH,
+            resource: None,
         };
         let revoked = AccountEvent::ApiKeyRevoked { key_id: key, revoked_at: DateTime::UNIX_EPOCH };
         for (i, e) in [opened, created, revoked].into_iter().enumerate() {

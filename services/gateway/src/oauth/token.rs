@@ -113,12 +113,13 @@ async fn revoke(state: &AppState, prefixes: &[String]) {
 /// Issues an API key as the access token, and the family's next refresh token.
 async fn issue(state: &AppState, grant: RefreshGrant, rotated: Option<(usize, super::secret::Secret)>) -> Response {
     let label = format!("OAuth: {}", grant.client_id);
-    let issued =
-        match accounts::create_api_key(&state.commands, grant.user_id, &label, state.oauth.config.bcrypt_cost).await {
-            Ok(k) => k,
-            Err(accounts::AccountError::Rejected(r)) => return TokenError::InvalidGrant(r.to_string()).into_response(),
-            Err(e) => return server_error(e),
-        };
+    let cost = state.oauth.config.bcrypt_cost;
+    let resource = Some(grant.resource.clone());
+    let issued = match accounts::create_bound_api_key(&state.commands, grant.user_id, &label, cost, resource).await {
+        Ok(k) => k,
+        Err(accounts::AccountError::Rejected(r)) => return TokenError::InvalidGrant(r.to_string()).into_response(),
+        Err(e) => return server_error(e),
+    };
     let prefix = issued.key.prefix.clone();
     visible(state, &prefix).await;
     let refresh_token = match rotated {
