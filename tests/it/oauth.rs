@@ -410,3 +410,17 @@ async fn a_key_bound_to_another_resource_is_refused() {
     assert_eq!(tools_list(&p, &keys[1].plaintext).await, StatusCode::UNAUTHORIZED, "bound to another resource");
     assert_eq!(tools_list(&p, &keys[2].plaintext).await, StatusCode::OK, "an unbound key");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_attempts_are_also_limited_per_ip() {
+    let p = TestPlatform::start(Components::ALL).await;
+    let client_id = register(&p).await;
+    let b = open_sign_in(&authorize_url(&p, &client_id, &[])).await;
+    for i in 0..gateway::oauth::SIGN_IN_ATTEMPTS_PER_IP {
+        let res = submit(&p, &b, &format!("u{i}@example.test"), "wrong password!", "sign_in", true).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let res = submit(&p, &b, "fresh@example.test", "wrong password!", "sign_in", true).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.text().await.unwrap().contains("from your network"));
+}

@@ -1,5 +1,6 @@
-//! The gateway: MCP over streamable HTTP (rmcp) behind API-key auth, health endpoints and the
-//! RFC 9728 protected-resource metadata. Later: OAuth, webhooks and git smart HTTP.
+//! The gateway: MCP over streamable HTTP (rmcp) behind API-key auth, health endpoints, the
+//! RFC 9728 protected-resource metadata and the OAuth 2.1 authorization server (`oauth`),
+//! GitHub webhooks and git smart HTTP.
 
 pub mod accounts;
 pub mod auth;
@@ -109,6 +110,8 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
     tokio::spawn(git::reconcile_loop(state.git.clone(), config.bus.clone(), config.reconcile_every, shutdown.clone()));
     let router = app(state, &config, shutdown.clone());
     tracing::info!(addr = %listener.local_addr()?, url = %format!("{}/mcp", config.public_url), "gateway listening");
+    // The peer address feeds the per-IP sign-in limit of the OAuth pages.
+    let router = router.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 

@@ -1,12 +1,13 @@
 //! The browser side: `GET /oauth/authorize` shows sign-in, `POST /oauth/authorize` signs in or
 //! up, `POST /oauth/consent` answers the consent screen and redirects with the code.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
 use chrono::Utc;
 use domain::{Account, AccountCommand, Claim};
 use events::{ClaimKind, Limits};
@@ -107,6 +108,7 @@ pub struct SignInForm {
 /// `POST /oauth/authorize`: sign in (or sign up), then show the consent screen.
 pub async fn post_authorize(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Response {
@@ -128,7 +130,16 @@ pub async fn post_authorize(
         return again(StatusCode::BAD_REQUEST, "Enter a valid e-mail address.");
     };
     let password = form.password.clone().unwrap_or_default();
-    if !state.oauth.allow_attempt(&email, Instant::now()) {
+    let now = Instant::now();
+    if let Some(Extension(ConnectInfo(peer))) = peer
+        && !state.oauth.allow_attempt(&format!("ip:{}", peer.ip()), super::SIGN_IN_ATTEMPTS_PER_IP, now)
+    {
+        return again(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-in attempts from your network. Wait a minute, then try again.",
+        );
+    }
+    if !state.oauth.allow_attempt(&format!("email:{email}"), super::SIGN_IN_ATTEMPTS, now) {
         return again(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many sign-in attempts for this e-mail address. Wait a minute, then try again.",

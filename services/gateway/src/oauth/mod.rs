@@ -53,6 +53,9 @@ impl Default for OAuthConfig {
 
 /// Sign-in attempts allowed per e-mail address in `SIGN_IN_WINDOW`.
 pub const SIGN_IN_ATTEMPTS: usize = 5;
+/// Sign-in attempts allowed per client IP address in `SIGN_IN_WINDOW` (several people may
+/// share one address).
+pub const SIGN_IN_ATTEMPTS_PER_IP: usize = 20;
 pub const SIGN_IN_WINDOW: Duration = Duration::from_secs(60);
 /// How long a signed-in user has to answer the consent screen.
 const CONSENT_TTL: Duration = Duration::from_secs(600);
@@ -99,15 +102,15 @@ impl OAuth {
         map.insert(client_id, client);
     }
 
-    /// Counts a sign-in attempt for `key`; false when over the limit.
-    pub fn allow_attempt(&self, key: &str, now: Instant) -> bool {
+    /// Counts a sign-in attempt for `key`; false when `limit` attempts were made in the window.
+    pub fn allow_attempt(&self, key: &str, limit: usize, now: Instant) -> bool {
         let mut map = self.attempts.lock().expect("lock");
         if map.len() >= MAX_ENTRIES {
             map.retain(|_, v| v.iter().any(|t| now.duration_since(*t) < SIGN_IN_WINDOW));
         }
         let v = map.entry(key.to_owned()).or_default();
         v.retain(|t| now.duration_since(*t) < SIGN_IN_WINDOW);
-        if v.len() >= SIGN_IN_ATTEMPTS {
+        if v.len() >= limit {
             return false;
         }
         v.push(now);
@@ -139,10 +142,10 @@ mod tests {
         let o = OAuth::new(OAuthConfig::default());
         let now = Instant::now();
         for _ in 0..SIGN_IN_ATTEMPTS {
-            assert!(o.allow_attempt("a@x.test", now));
+            assert!(o.allow_attempt("a@x.test", SIGN_IN_ATTEMPTS, now));
         }
-        assert!(!o.allow_attempt("a@x.test", now));
-        assert!(o.allow_attempt("b@x.test", now), "per e-mail");
-        assert!(o.allow_attempt("a@x.test", now + SIGN_IN_WINDOW), "the window slides");
+        assert!(!o.allow_attempt("a@x.test", SIGN_IN_ATTEMPTS, now));
+        assert!(o.allow_attempt("b@x.test", SIGN_IN_ATTEMPTS, now), "per e-mail");
+        assert!(o.allow_attempt("a@x.test", SIGN_IN_ATTEMPTS, now + SIGN_IN_WINDOW), "the window slides");
     }
 }
