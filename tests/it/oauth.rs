@@ -424,3 +424,32 @@ async fn sign_in_attempts_are_also_limited_per_ip() {
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(res.text().await.unwrap().contains("from your network"));
 }
+
+/// A client identified by a Client ID Metadata Document, served here by a local axum server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_metadata_document_identifies_the_client() {
+    let p = TestPlatform::start(Components::ALL).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client_id = format!("http://{}/oauth/client.json", listener.local_addr().unwrap());
+    let doc = json!({
+        "client_id": client_id,
+        "client_name": "Document Client",
+        "redirect_uris": [REDIRECT],
+        "token_endpoint_auth_method": "none",
+    });
+    let app =
+        axum::Router::new().route("/oauth/client.json", axum::routing::get(move || async move { axum::Json(doc) }));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let url = authorize_url(&p, &client_id, &[]);
+    assert!(open_sign_in(&url).await.page.contains("Document Client"));
+    let location = sign_in_and_allow(&p, &url, "doc@example.test", "sign_up").await;
+    let code = query_of(&location)["code"].clone();
+    let (status, body) = exchange(&p, &client_id, &code, REDIRECT, VERIFIER).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // A document that does not name itself is refused on a page.
+    let res = http().get(authorize_url(&p, "http://127.0.0.1:9/missing.json", &[])).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(res.headers().get("location").is_none());
+}

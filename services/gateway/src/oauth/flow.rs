@@ -48,8 +48,14 @@ fn csrf_ok(headers: &HeaderMap, field: Option<&str>) -> bool {
 }
 
 /// Validates an authorization request against the registered client.
-fn check(state: &AppState, params: &AuthorizeParams) -> Result<(ValidRequest, String, Option<String>), AuthorizeError> {
-    let client = params.client_id.as_deref().and_then(|id| state.oauth.client(id));
+async fn check(
+    state: &AppState,
+    params: &AuthorizeParams,
+) -> Result<(ValidRequest, String, Option<String>), AuthorizeError> {
+    let client = match params.client_id.as_deref() {
+        Some(id) => super::client_document::resolve(state, id).await?,
+        None => None,
+    };
     let registered = client.as_ref().map(|c| c.redirect_uris.as_slice());
     match authorize::validate(params, registered, &state.mcp_url()) {
         Ok(valid) => {
@@ -86,7 +92,7 @@ pub async fn get_authorize(
     headers: HeaderMap,
     Query(params): Query<AuthorizeParams>,
 ) -> Response {
-    let (_, name, _) = match check(&state, &params) {
+    let (_, name, _) = match check(&state, &params).await {
         Ok(v) => v,
         Err(e) => return refuse(&state, e),
     };
@@ -118,7 +124,7 @@ pub async fn post_authorize(
             "The form expired or did not come from this site (missing CSRF token). Go back and try again.",
         );
     }
-    let (valid, name, uri) = match check(&state, &form.params) {
+    let (valid, name, uri) = match check(&state, &form.params).await {
         Ok(v) => v,
         Err(e) => return refuse(&state, e),
     };

@@ -14,6 +14,7 @@
 //! and refresh families.
 
 pub mod authorize;
+pub mod client_document;
 pub mod flow;
 pub mod grants;
 pub mod metadata;
