@@ -346,6 +346,10 @@ async fn sign_in_needs_the_csrf_token_and_is_throttled() {
     let res = submit(&p, &b, "csrf@example.test", "correct horse battery", "sign_up", false).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN, "CSRF token missing");
     assert!(res.text().await.unwrap().contains("CSRF"));
+    // Signing up cannot take over an existing account (here one opened by the admin CLI).
+    p.new_key("existing@example.test").await;
+    let res = submit(&p, &b, "existing@example.test", "correct horse battery", "sign_up", true).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
     for _ in 0..gateway::oauth::SIGN_IN_ATTEMPTS {
         let res = submit(&p, &b, "brute@example.test", "wrong password!", "sign_in", true).await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);

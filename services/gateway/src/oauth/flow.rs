@@ -186,9 +186,9 @@ async fn sign_up(state: &AppState, email: &str, password: &str) -> Result<events
     if password.chars().count() < MIN_PASSWORD {
         return Err((StatusCode::BAD_REQUEST, format!("Choose a password of at least {MIN_PASSWORD} characters.")));
     }
-    if let Some((_, account)) = account_of(state, email).await?
-        && account.password_hash.is_some()
-    {
+    // An existing account, even one opened without a password (by the admin CLI), is not
+    // taken over by signing up with its address: that would need proof of the mailbox.
+    if account_of(state, email).await?.is_some() {
         return Err((StatusCode::CONFLICT, "An account with this e-mail exists: sign in instead.".into()));
     }
     let user = accounts::ensure_account(&state.commands, email, Limits::default()).await.map_err(unavailable)?;
