@@ -620,3 +620,33 @@ async fn a_build_plan_is_packaged_onto_its_base_image_and_pushed() {
     let _ = std::process::Command::new("buildah").args(["rmi", "-f", &base]).output();
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delete_interrupted_after_the_service_was_deleted_is_finished_by_the_next_call() {
+    let (mut p, client) = platform().await;
+    tool_ok(call_tool(&client, "create_repo", json!({ "name": "r" })).await);
+    tool_ok(call_tool(&client, "create_service", json!({ "repo": "r", "name": "half" })).await);
+    let listed = eventually(Duration::from_secs(10), "the service listed", || async {
+        let l = tool_ok(call_tool(&client, "list_services", json!({})).await);
+        (l["total"] == 1).then_some(l)
+    })
+    .await;
+    assert_eq!(listed["services"][0]["name"], "half");
+    // The service is deleted, but the process died before its names were freed.
+    let rows = p.adapters.store.services_of(&owner_of(&client).await, 10).await.unwrap().0;
+    let service_id = rows[0].service_id.clone();
+    let owner: events::UserId = rows[0].owner.parse().unwrap();
+    let delete = domain::ServiceCommand::Delete { owner, now: chrono::Utc::now() };
+    p.commands().services.execute(&service_id, delete).await.unwrap();
+    // Creating the name again finishes the delete first; a retry then succeeds.
+    let e = tool_err(call_tool(&client, "create_service", json!({ "repo": "r", "name": "half" })).await);
+    assert_eq!(e["error"], "unavailable", "{e}");
+    let again = tool_ok(call_tool(&client, "create_service", json!({ "repo": "r", "name": "half" })).await);
+    assert_eq!(again["created"], true, "{again}");
+    p.stop().await;
+}
+
+/// The owner of the client's key, as stored.
+async fn owner_of(client: &Client) -> String {
+    tool_ok(call_tool(client, "whoami", json!({})).await)["user_id"].as_str().unwrap().to_owned()
+}

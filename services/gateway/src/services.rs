@@ -300,6 +300,11 @@ pub async fn create(state: &AppState, owner: UserId, new: NewService) -> Result<
     let (claim_id, key) = service_claim(owner, &new.project, &new.name);
     let held: Claim = state.commands.load(&claim_id).await.map_err(unavailable)?;
     let service_id = match held.holder {
+        // A deleted service whose names were not freed yet (an interrupted delete): finish it.
+        Some(h) if h.owner == owner && state.commands.load::<Service>(&h.target).await.is_ok_and(|s| s.deleted) => {
+            delete(state, owner, &new.project, &new.name).await?;
+            return Err(ServiceError::Unavailable("the name was just freed from a deleted service; retry".into()));
+        }
         // An interrupted create of ours: finish it under the same id.
         Some(h) if h.owner == owner => h.target.parse().map_err(ServiceError::Unavailable)?,
         _ => {
@@ -393,9 +398,19 @@ pub async fn redeploy(
 /// Deletes the service: the runtime stops it, its name and URL are freed. Returns false when
 /// there was nothing to delete.
 pub async fn delete(state: &AppState, owner: UserId, project: &str, name: &str) -> Result<bool, ServiceError> {
-    let Some(service) = find(state, owner, project, name).await? else { return Ok(false) };
-    let spec = service.spec.as_ref().expect("found services have a spec");
+    // Through the claim, not `find`: a delete interrupted after the service was deleted but
+    // before its names were freed is finished by the next call.
+    let (claim_id, key) = service_claim(owner, project, name);
+    let claim: Claim = state.commands.load(&claim_id).await.map_err(unavailable)?;
+    let Some(holder) = claim.holder.filter(|h| h.owner == owner) else { return Ok(false) };
+    let service: Service = state.commands.load(&holder.target).await.map_err(unavailable)?;
+    let Some(spec) = service.spec.as_ref() else {
+        // A create that never got as far as the service: free the name.
+        release(state, ClaimKind::Service, &key, owner).await;
+        return Ok(false);
+    };
     let sid = spec.service_id.to_string();
+    let existed = !service.deleted;
     match state.commands.services.execute(&sid, ServiceCommand::Delete { owner, now: Utc::now() }).await {
         Ok(()) | Err(AggregateError::UserError(Rejection::NotFound { .. })) => {}
         Err(e) => return Err(unavailable(e)),
@@ -411,8 +426,8 @@ pub async fn delete(state: &AppState, owner: UserId, project: &str, name: &str) 
     let detach = RepoCommand::DetachService { service_id: spec.service_id };
     state.commands.repos.execute(&spec.repo.to_string(), detach).await.map_err(unavailable)?;
     release(state, ClaimKind::Hostname, &spec.hostname, owner).await;
-    release(state, ClaimKind::Service, &service_claim(owner, &spec.project, &spec.name).1, owner).await;
-    Ok(true)
+    release(state, ClaimKind::Service, &key, owner).await;
+    Ok(existed)
 }
 
 // ----- views -----
