@@ -406,3 +406,22 @@ pub fn commit(dir: &Path, file: &str, contents: &str) -> String {
     git(dir, &["commit", "-q", "-m", &format!("write {file}")]).unwrap();
     git(dir, &["rev-parse", "HEAD"]).unwrap()
 }
+
+/// A fixture app of `tests/fixtures/apps`.
+pub fn fixture_app(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/apps").join(name)
+}
+
+/// Copies a directory tree (a fixture into a working copy).
+pub fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use deploy_mcp::Components;
@@ -39,23 +39,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.0}", d.as_secs_f64() * 1e3)
-}
-
-fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/apps").join(name)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// A fixture of the benchmark: which files a new version changes and how it is recognised.
@@ -104,7 +87,7 @@ impl Pushed {
         tool_ok(call_tool(client, "create_repo", json!({ "name": repo })).await);
         let token = tool_ok(call_tool(client, "get_git_token", json!({ "name": repo })).await);
         let dir = Scratch::new();
-        copy_dir(&fixture_dir(fixture.name), &dir.0);
+        deploy_mcp_tests::copy_tree(&deploy_mcp_tests::fixture_app(fixture.name), &dir.0);
         git(&dir.0, &["init", "-q"]).unwrap();
         git(&dir.0, &["add", "."]).unwrap();
         git(&dir.0, &["commit", "-q", "-m", "fixture"]).unwrap();

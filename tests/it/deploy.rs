@@ -15,23 +15,6 @@ use serde_json::{Value, json};
 
 type Client = RunningService<RoleClient, ()>;
 
-fn fixture(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/apps").join(name)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// A working copy of a fixture pushed to a new repo of the platform.
 struct Pushed {
     dir: Scratch,
@@ -48,7 +31,7 @@ impl Pushed {
         tool_ok(call_tool(client, "create_repo", json!({ "name": repo })).await);
         let token = tool_ok(call_tool(client, "get_git_token", json!({ "name": repo })).await);
         let dir = Scratch::new();
-        copy_dir(&fixture(fixture_name), &dir.0);
+        deploy_mcp_tests::copy_tree(&deploy_mcp_tests::fixture_app(fixture_name), &dir.0);
         prepare(&dir.0);
         git(&dir.0, &["init", "-q"]).unwrap();
         git(&dir.0, &["add", "."]).unwrap();
@@ -542,25 +525,9 @@ async fn a_dockerfile_image_is_pushed_to_the_registry_with_its_digest_recorded()
     assert_eq!(created["status"], "live", "{created}");
     let s = service(&client, "pushed").await;
     let image = s["deployments"][0]["image"].as_str().unwrap_or_else(|| panic!("no image recorded: {s}")).to_owned();
-    let (reference, digest) = image.split_once('@').unwrap();
-    assert!(reference.starts_with(&format!("{registry}/deploy-mcp/svc/")), "{image}");
-    let (repo_tag, tag) = reference.rsplit_once(':').unwrap();
-    let repository = repo_tag.strip_prefix(&format!("{registry}/")).unwrap();
-    let head = reqwest::Client::new()
-        .head(format!("http://{registry}/v2/{repository}/manifests/{tag}"))
-        .header(
-            "accept",
-            "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(head.status().as_u16(), 200);
-    assert_eq!(
-        head.headers()["docker-content-digest"].to_str().unwrap(),
-        digest,
-        "the event records the registry's digest"
-    );
+    let (tag, recorded, served) = registry_digests(&registry, &image).await;
+    assert!(image.starts_with(&format!("{registry}/deploy-mcp/svc/")), "{image}");
+    assert_eq!(recorded, served, "the event records the registry's digest");
     assert!(tag.starts_with(&s["deployments"][0]["commit"].as_str().unwrap()[..12]), "tagged by commit: {tag}");
     p.stop().await;
 }
@@ -599,19 +566,8 @@ async fn a_build_plan_is_packaged_onto_its_base_image_and_pushed() {
     assert_eq!(created["status"], "live", "{created}");
     let s = service(&client, "pkg").await;
     let image = s["deployments"][0]["image"].as_str().unwrap_or_else(|| panic!("no image recorded: {s}")).to_owned();
-    let (reference, digest) = image.split_once('@').unwrap();
-    let (repo_tag, tag) = reference.rsplit_once(':').unwrap();
-    let repository = repo_tag.strip_prefix(&format!("{registry}/")).unwrap();
-    let head = reqwest::Client::new()
-        .head(format!("http://{registry}/v2/{repository}/manifests/{tag}"))
-        .header(
-            "accept",
-            "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(head.headers()["docker-content-digest"].to_str().unwrap(), digest);
+    let (_, recorded, served) = registry_digests(&registry, &image).await;
+    assert_eq!(recorded, served, "the event records the registry's digest");
     // A plan without a base image configured fails with the reason.
     Pushed::new(&client, "py", "python").await;
     tool_ok(call_tool(&client, "create_service", json!({ "repo": "py", "name": "py" })).await);
@@ -649,4 +605,47 @@ async fn a_delete_interrupted_after_the_service_was_deleted_is_finished_by_the_n
 /// The owner of the client's key, as stored.
 async fn owner_of(client: &Client) -> String {
     tool_ok(call_tool(client, "whoami", json!({})).await)["user_id"].as_str().unwrap().to_owned()
+}
+
+/// For a recorded `<registry>/<repository>:<tag>@<digest>`: the tag, the recorded digest, and the
+/// digest the registry serves for that tag.
+async fn registry_digests(registry: &str, image: &str) -> (String, String, String) {
+    let (reference, digest) = image.split_once('@').unwrap();
+    let (repo_tag, tag) = reference.rsplit_once(':').unwrap();
+    let repository = repo_tag.strip_prefix(&format!("{registry}/")).unwrap();
+    let head = reqwest::Client::new()
+        .head(format!("http://{registry}/v2/{repository}/manifests/{tag}"))
+        .header(
+            "accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status().as_u16(), 200, "the registry has {reference}");
+    let served = head.headers()["docker-content-digest"].to_str().unwrap().to_owned();
+    (tag.to_owned(), digest.to_owned(), served)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_build_log_can_be_followed_live() {
+    let (mut p, client) = platform().await;
+    Pushed::new(&client, "logs", "static").await;
+    let args = json!({ "repo": "logs", "name": "logs", "build_command": "sleep 2; echo followed-live-line" });
+    let created = tool_ok(call_tool(&client, "create_service", args).await);
+    let deployment: events::DeploymentId = created["deployment"]["deployment_id"].as_str().unwrap().parse().unwrap();
+    let mut lines = p.adapters.bus.follow_log(deployment, events::LogKind::Build).await.unwrap();
+    let line = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = futures::StreamExt::next(&mut lines).await {
+            if line.text == "followed-live-line" {
+                return line;
+            }
+        }
+        panic!("the log ended without the line");
+    })
+    .await
+    .expect("the line arrives while the build runs");
+    assert_eq!(line.stream, "stdout");
+    wait_latest(&client, "logs", "live", Duration::from_secs(60)).await;
+    p.stop().await;
 }

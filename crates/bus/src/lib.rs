@@ -268,6 +268,18 @@ impl Bus {
         }))
     }
 
+    /// Like [`Bus::batches`], ending when `shutdown` fires: a consumer's loop is then just
+    /// `while let Some(batch) = batches.next().await`, and unacknowledged work is redelivered.
+    pub async fn batches_until(
+        &self,
+        stream: &str,
+        durable: &str,
+        max: usize,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Vec<Delivery>>>> {
+        Ok(self.batches(stream, durable, max).await?.take_until(shutdown.cancelled_owned()).boxed())
+    }
+
     /// A live tail of every domain event as JetStream stores it (core subscription: no
     /// replay, no acks). For diagnostics and live views, never for handlers that must not miss.
     pub async fn tail_events(&self) -> Result<impl Stream<Item = Bytes> + use<>> {
@@ -362,9 +374,9 @@ impl Bus {
         &self,
         deployment: DeploymentId,
         kind: LogKind,
-    ) -> Result<impl Stream<Item = LogLine> + use<>> {
+    ) -> Result<futures::stream::BoxStream<'static, LogLine>> {
         let sub = self.client.subscribe(self.log_subject(deployment, kind)).await.map_err(unavailable)?;
-        Ok(sub.filter_map(|m| async move { serde_json::from_slice(&m.payload).ok() }))
+        Ok(sub.filter_map(|m| async move { serde_json::from_slice(&m.payload).ok() }).boxed())
     }
 
     /// Readiness: the server answers a round trip.

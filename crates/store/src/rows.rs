@@ -620,15 +620,6 @@ impl Store {
         serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))
     }
 
-    /// Custom domains of a service.
-    pub async fn domains_of_service(&self, service_id: &str) -> Result<Vec<DomainRow>> {
-        let sql = format!(
-            "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.domain), '[]'::jsonb) FROM {READ_MODEL_SCHEMA}.domains t WHERE service_id = $1"
-        );
-        let json: serde_json::Value = sqlx::query_scalar(&sql).bind(service_id).fetch_one(&self.pool).await?;
-        serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))
-    }
-
     /// Services that have a live deployment (what a restarted runtime brings back).
     pub async fn services_with_live_deployment(&self) -> Result<Vec<String>> {
         let sql = format!("SELECT service_id FROM {READ_MODEL_SCHEMA}.services WHERE live_deployment IS NOT NULL");

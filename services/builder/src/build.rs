@@ -29,16 +29,10 @@ pub fn manifest_path(data_dir: &Path, artifact: &str) -> PathBuf {
 }
 
 pub(crate) async fn consume(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    let mut batches = config.bus.batches("EVENTS", "builder", 64).await?;
+    let mut batches = config.bus.batches_until("EVENTS", "builder", 64, shutdown.clone()).await?;
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
-    loop {
-        let batch = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            b = batches.next() => match b {
-                Some(b) => b?,
-                None => return Ok(()),
-            },
-        };
+    while let Some(batch) = batches.next().await {
+        let batch = batch?;
         for delivery in batch {
             let Ok(decoded) = Decoded::from_slice(delivery.payload()) else {
                 tracing::warn!(seq = delivery.stream_sequence, "builder: skipping an event that does not decode");
@@ -82,6 +76,7 @@ pub(crate) async fn consume(config: Config, shutdown: CancellationToken) -> Resu
             }
         }
     }
+    Ok(())
 }
 
 /// Runs `work`, telling JetStream every few seconds that the message is still being handled.

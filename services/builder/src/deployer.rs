@@ -17,19 +17,14 @@ use crate::{Config, Error};
 const MAX_WAITS: i64 = 30;
 
 pub(crate) async fn consume(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    let mut batches = config.bus.batches("INTENTS", "deployer", 64).await?;
-    loop {
-        let batch = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            b = batches.next() => match b {
-                Some(b) => b?,
-                None => return Ok(()),
-            },
-        };
+    let mut batches = config.bus.batches_until("INTENTS", "deployer", 64, shutdown.clone()).await?;
+    while let Some(batch) = batches.next().await {
+        let batch = batch?;
         for delivery in batch {
             handle(&config, &delivery).await?;
         }
     }
+    Ok(())
 }
 
 async fn handle(config: &Config, delivery: &Delivery) -> Result<(), Error> {

@@ -112,16 +112,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     // Work a stopped process left half done: verified zones to activate, active ones to certify.
     tokio::spawn(dns.clone().resume());
     tokio::spawn(dns.clone().renewals());
-    let mut batches = config.bus.batches("EVENTS", "dns", 16).await?;
+    let mut batches = config.bus.batches_until("EVENTS", "dns", 16, shutdown.clone()).await?;
     tracing::info!("dns ready");
-    loop {
-        let batch = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            b = batches.next() => match b {
-                Some(b) => b?,
-                None => return Ok(()),
-            },
-        };
+    while let Some(batch) = batches.next().await {
+        let batch = batch?;
         for delivery in batch {
             tokio::select! {
                 _ = dns.handle(&delivery) => {}
@@ -129,6 +123,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             }
         }
     }
+    Ok(())
 }
 
 impl Dns {

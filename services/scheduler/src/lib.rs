@@ -31,7 +31,6 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use driver::{Driver, Launch, Report, Running, StartError};
-pub use health::probe;
 pub use local::LocalDriver;
 pub use placement::{CommandPlacement, kubernetes_driver};
 pub use provision::{Providers, Provisioner, provider_key};

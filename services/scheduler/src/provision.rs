@@ -51,15 +51,9 @@ pub fn provider_key(resource_id: &str) -> String {
 
 impl Provisioner {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), bus::Error> {
-        let mut batches = self.bus.batches("EVENTS", "provisioner", 16).await?;
-        loop {
-            let batch = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                b = batches.next() => match b {
-                    Some(b) => b?,
-                    None => return Ok(()),
-                },
-            };
+        let mut batches = self.bus.batches_until("EVENTS", "provisioner", 16, shutdown.clone()).await?;
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
             for delivery in batch {
                 tokio::select! {
                     _ = self.handle(&delivery) => {}
@@ -67,6 +61,7 @@ impl Provisioner {
                 }
             }
         }
+        Ok(())
     }
 
     async fn handle(&self, delivery: &Delivery) {
