@@ -29,6 +29,8 @@ pub enum ClaimKind {
     GithubInstallation,
     /// A GitHub repository id, platform-wide: which repo it is here.
     GithubRepo,
+    /// A GitHub user id, platform-wide: the account that user signs in to with GitHub.
+    GithubUser,
 }
 
 impl ClaimKind {
@@ -44,6 +46,7 @@ impl ClaimKind {
             Self::Domain => "domain",
             Self::GithubInstallation => "github_installation",
             Self::GithubRepo => "github_repo",
+            Self::GithubUser => "github_user",
         }
     }
 

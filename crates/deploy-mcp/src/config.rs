@@ -86,6 +86,15 @@ pub struct Settings {
     /// GitHub's REST API.
     #[arg(long, env = "DEPLOY_MCP_GITHUB_API_URL", default_value = "https://api.github.com", global = true)]
     pub github_api_url: String,
+    /// GitHub's web host (sign-in with GitHub sends browsers there).
+    #[arg(long, env = "DEPLOY_MCP_GITHUB_WEB_URL", default_value = "https://github.com", global = true)]
+    pub github_web_url: String,
+    /// The OAuth client id of the GitHub App (or OAuth App): set it and the secret to offer
+    /// "Sign in with GitHub" on the web pages. Its callback URL is `<public-url>/signin/github/callback`.
+    #[arg(long, env = "DEPLOY_MCP_GITHUB_CLIENT_ID", global = true)]
+    pub github_client_id: Option<String>,
+    #[arg(long, env = "DEPLOY_MCP_GITHUB_CLIENT_SECRET", hide_env_values = true, global = true)]
+    pub github_client_secret: Option<String>,
     /// Apps answer at `<name>.<base-domain>` (dev: `localhost`, which resolves to loopback).
     #[arg(long, env = "DEPLOY_MCP_BASE_DOMAIN", default_value = "localhost", global = true)]
     pub base_domain: String,
@@ -197,6 +206,16 @@ pub struct Settings {
     /// cluster this process finds: in-cluster service account or kubeconfig).
     #[arg(long, env = "DEPLOY_MCP_RUNTIME", default_value = "local", value_parser = ["local", "kubernetes"], global = true)]
     pub runtime: String,
+    /// The Kubernetes runtime: StorageClass of apps' volume claims (unset: the cluster's default).
+    #[arg(long, env = "DEPLOY_MCP_K8S_STORAGE_CLASS", global = true)]
+    pub k8s_storage_class: Option<String>,
+    /// The Kubernetes runtime: the size each volume claim requests.
+    #[arg(long, env = "DEPLOY_MCP_K8S_VOLUME_SIZE", default_value = "1Gi", global = true)]
+    pub k8s_volume_size: String,
+    /// The Kubernetes runtime: a `kubernetes.io/tls` Secret present in every owner namespace
+    /// for service hosts no platform zone certificate covers (unset: such hosts are plain HTTP).
+    #[arg(long, env = "DEPLOY_MCP_K8S_TLS_SECRET", global = true)]
+    pub k8s_tls_secret: Option<String>,
     /// Connections in the Postgres pool of this process.
     #[arg(long, env = "DEPLOY_MCP_DB_POOL", default_value_t = 16, global = true)]
     pub db_pool: u32,
@@ -237,6 +256,23 @@ impl Settings {
         })
         .map_err(|e| anyhow::anyhow!("the GitHub App settings are not usable: {e}"))?;
         Ok(Some(gateway::github_app::GithubConfig::new(app, secret)))
+    }
+
+    /// Sign-in with GitHub, when its client id and secret are both set.
+    pub fn github_login(&self) -> anyhow::Result<Option<github::login::LoginConfig>> {
+        match (&self.github_client_id, &self.github_client_secret) {
+            (None, None) => Ok(None),
+            (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => Ok(Some(github::login::LoginConfig {
+                client_id: id.clone(),
+                client_secret: secret.clone(),
+                web_base: self.github_web_url.clone(),
+                api_base: self.github_api_url.clone(),
+            })),
+            _ => anyhow::bail!(
+                "sign-in with GitHub is half configured: set both DEPLOY_MCP_GITHUB_CLIENT_ID and \
+                 DEPLOY_MCP_GITHUB_CLIENT_SECRET (non-empty), or neither"
+            ),
+        }
     }
 
     /// The sealing keys: configured, or generated once into the data directory (dev).

@@ -177,6 +177,7 @@ pub async fn start(
                 bcrypt_cost: settings.bcrypt_cost,
                 password_bcrypt_cost: settings.password_bcrypt_cost,
             },
+            github_login: settings.github_login()?,
         };
         let sd = shutdown.clone();
         tasks.spawn(async move { gateway::serve(listener, config, sd).await.context("gateway") });
@@ -231,7 +232,13 @@ pub async fn start(
                     let registry = settings.registry.clone().context(
                         "DEPLOY_MCP_RUNTIME=kubernetes needs DEPLOY_MCP_REGISTRY (where the cluster pulls app images)",
                     )?;
-                    let k8s = scheduler::kubernetes_driver(commands.clone(), &registry)
+                    let k8s_config = scheduler::k8s::K8sConfig {
+                        storage_class: settings.k8s_storage_class.clone(),
+                        volume_size: settings.k8s_volume_size.clone(),
+                        tls_secret: settings.k8s_tls_secret.clone(),
+                        ..scheduler::k8s::K8sConfig::new(registry)
+                    };
+                    let k8s = scheduler::kubernetes_driver(commands.clone(), k8s_config)
                         .await
                         .map_err(|e| anyhow::anyhow!(e))?;
                     std::sync::Arc::new(k8s) as std::sync::Arc<dyn scheduler::Driver>

@@ -9,7 +9,10 @@
 //! let app = GithubApp::new(AppConfig { app_id: FakeGithub::APP_ID, api_base: fake.url(), .. })?;
 //! ```
 
+mod login;
 mod shapes;
+
+pub use login::{FakeGithubLogin, FakeUser};
 
 use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;

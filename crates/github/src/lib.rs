@@ -5,6 +5,7 @@
 
 mod app;
 pub mod fake;
+pub mod login;
 mod webhook;
 
 pub use app::{AppConfig, GithubApp, GithubRepo, Installation, InstallationToken, authenticated_clone_url};

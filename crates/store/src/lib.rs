@@ -2,6 +2,7 @@
 //! relay drains, and the read models. This is the only crate that speaks SQL.
 
 mod commands;
+pub mod credentials;
 mod outbox;
 pub mod rows;
 
@@ -52,7 +53,8 @@ pub struct Store {
     pool: PgPool,
 }
 
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_event_store.sql"))];
+const MIGRATIONS: &[(i32, &str)] =
+    &[(1, include_str!("../migrations/0001_event_store.sql")), (2, include_str!("../migrations/0002_credentials.sql"))];
 
 impl Store {
     /// Connects with a bounded pool; fails fast when Postgres is not there.

@@ -143,6 +143,16 @@ pub async fn revoke_api_key(commands: &Commands, prefix: &str) -> Result<(UserId
     Ok((holder.owner, key_id))
 }
 
+/// Revokes `owner`'s key with this prefix; a key of another account is "not found".
+pub async fn revoke_own_api_key(commands: &Commands, owner: UserId, prefix: &str) -> Result<(), AccountError> {
+    let prefix = prefix.trim();
+    let claim: Claim = commands.load(&ClaimKind::ApiKeyPrefix.claim_id(prefix)).await.map_err(store_error)?;
+    match claim.holder {
+        Some(h) if h.owner == owner => revoke_api_key(commands, prefix).await.map(|_| ()),
+        _ => Err(AccountError::KeyNotFound(prefix.to_owned())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -140,6 +140,9 @@ impl KeyAuth {
         };
         let active = self.store.api_key_active(&principal.key_id).await.map_err(unavailable)?;
         let user = if active { self.store.user(&principal.user_id).await.map_err(unavailable)? } else { None };
+        if active {
+            self.touch(&principal.key_id);
+        }
         let mut map = self.verified.write().expect("lock");
         match user {
             Some(user) => {
@@ -195,12 +198,23 @@ impl KeyAuth {
             limits: user.limits,
             github: github_of(user.github_installation, user.github_account),
         });
+        self.touch(&principal.key_id);
         let mut map = self.verified.write().expect("lock");
         if map.len() >= MAX_ENTRIES {
             map.clear();
         }
         map.insert(digest, Entry { principal: principal.clone(), checked: Instant::now() });
         Ok(principal)
+    }
+
+    /// Records the key's last use (at most once per re-check), off the request's path.
+    fn touch(&self, key_id: &str) {
+        let (store, key_id) = (self.store.clone(), key_id.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_api_key(&key_id).await {
+                tracing::debug!(error = %e, "auth: cannot record a key's last use");
+            }
+        });
     }
 
     fn refuse(&self, digest: Digest32) {

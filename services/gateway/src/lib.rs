@@ -13,6 +13,7 @@ pub mod oauth;
 pub mod repos;
 pub mod resources;
 pub mod services;
+pub mod web;
 pub mod zones;
 
 use std::net::SocketAddr;
@@ -65,6 +66,8 @@ pub struct Config {
     pub zones: zones::ZonesConfig,
     /// The OAuth authorization server's settings.
     pub oauth: oauth::OAuthConfig,
+    /// Sign-in with GitHub on the web pages, when configured.
+    pub github_login: Option<github::login::LoginConfig>,
 }
 
 /// Shared state of every handler.
@@ -82,6 +85,8 @@ pub struct AppState {
     pub zones: zones::ZonesConfig,
     /// The OAuth authorization server (clients, codes, refresh families).
     pub oauth: Arc<oauth::OAuth>,
+    /// Sign-in with GitHub, when configured.
+    pub github_login: Option<github::login::GithubLogin>,
 }
 
 impl AppState {
@@ -136,7 +141,14 @@ impl AppState {
             github: github_app::GithubState { config: config.github.clone(), ..Default::default() },
             apps: config.apps.clone(),
             zones: config.zones.clone(),
-            oauth: Arc::new(oauth::OAuth::new(config.oauth.clone())),
+            oauth: Arc::new(oauth::OAuth::new(config.oauth.clone(), config.store.clone())),
+            github_login: config.github_login.clone().and_then(|c| match github::login::GithubLogin::new(c) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::error!(error = %e, "gateway: GitHub sign-in is off");
+                    None
+                }
+            }),
         }
     }
 }
@@ -180,6 +192,7 @@ pub fn app(state: AppState, config: &Config, shutdown: CancellationToken) -> Rou
         .route("/git/{owner}/{repo}/{*rest}", any(git::handle).layer(DefaultBodyLimit::max(GIT_BODY_LIMIT)))
         .route("/github/setup", get(github_app::setup))
         .route("/webhooks/github", axum::routing::post(github_app::webhook))
+        .merge(web::routes())
         .merge(protected)
         .with_state(state)
 }

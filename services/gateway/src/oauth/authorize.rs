@@ -23,7 +23,7 @@ pub struct AuthorizeParams {
 }
 
 /// A request that may proceed to sign-in and consent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ValidRequest {
     pub client_id: String,
     pub redirect_uri: String,

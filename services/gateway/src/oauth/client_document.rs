@@ -26,7 +26,11 @@ fn serves_loopback(public_url: &str) -> bool {
 /// The registered client `client_id`, fetching its metadata document when it names one.
 /// `Ok(None)`: unknown. A document that cannot be used is an error page.
 pub async fn resolve(state: &AppState, client_id: &str) -> Result<Option<ValidClient>, AuthorizeError> {
-    if let Some(c) = state.oauth.client(client_id) {
+    let known = state.oauth.client(client_id).await.map_err(|e| {
+        tracing::error!(error = %e, "oauth: cannot read a client");
+        AuthorizeError::Page("Sign-in is temporarily unavailable; try again shortly.".into())
+    })?;
+    if let Some(c) = known {
         return Ok(Some(c));
     }
     let dev = serves_loopback(&state.public_url);
@@ -54,6 +58,9 @@ pub async fn resolve(state: &AppState, client_id: &str) -> Result<Option<ValidCl
     let meta: ClientMetadata = serde_json::from_slice(&body).map_err(|e| page(format!("is not valid JSON: {e}")))?;
     let client = register::validate_document(client_id, &meta).map_err(|e| page(format!("is refused: {e}")))?;
     tracing::info!(client_id, "oauth: client metadata document fetched");
-    state.oauth.add_client(client_id.to_owned(), client.clone());
+    if let Err(e) = state.oauth.add_client(client_id, &client).await {
+        // The document was valid: go on, and fetch it again next time.
+        tracing::warn!(error = %e, "oauth: cannot store a client metadata document");
+    }
     Ok(Some(client))
 }

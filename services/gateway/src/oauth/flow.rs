@@ -1,53 +1,24 @@
-//! The browser side: `GET /oauth/authorize` shows sign-in, `POST /oauth/authorize` signs in or
-//! up, `POST /oauth/consent` answers the consent screen and redirects with the code.
+//! The browser side: `GET /oauth/authorize` shows sign-in (or, for a signed-in browser, the
+//! consent screen), `POST /oauth/authorize` signs in or up, `POST /oauth/consent` answers the
+//! consent screen and redirects with the code.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
-use chrono::Utc;
-use domain::{Account, AccountCommand, Claim};
-use events::{ClaimKind, Limits};
+use events::UserId;
 use serde::Deserialize;
-use subtle::ConstantTimeEq as _;
 
 use super::authorize::{self, AuthorizeError, AuthorizeParams, ValidRequest};
 use super::grants::CodeGrant;
-use super::pages::{self, CSRF_COOKIE};
-use super::secret::Secret;
+use super::pages;
 use crate::AppState;
-use crate::accounts;
+use crate::web::{html, session, signin};
 
-const MIN_PASSWORD: usize = 10;
-
-fn csrf_cookie(state: &AppState, value: &str) -> HeaderValue {
-    let secure = if state.public_url.starts_with("https://") { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{CSRF_COOKIE}={value}; Path=/oauth; HttpOnly; SameSite=Lax{secure}"))
-        .expect("ascii cookie")
-}
-
-/// The CSRF token of the browser (from its cookie), or a new one to set.
-fn csrf_of(headers: &HeaderMap) -> (String, bool) {
-    let existing = pages::cookie(headers.get(header::COOKIE).and_then(|v| v.to_str().ok()), CSRF_COOKIE);
-    match existing {
-        Some(v) if v.len() == 43 => (v.to_owned(), false),
-        _ => (Secret::generate().expose().to_owned(), true),
-    }
-}
-
-/// Whether the form's `csrf` field matches the cookie, in constant time.
-fn csrf_ok(headers: &HeaderMap, field: Option<&str>) -> bool {
-    let cookie = pages::cookie(headers.get(header::COOKIE).and_then(|v| v.to_str().ok()), CSRF_COOKIE);
-    match (cookie, field) {
-        (Some(c), Some(f)) if !c.is_empty() => bool::from(c.as_bytes().ct_eq(f.as_bytes())),
-        _ => false,
-    }
-}
-
-/// Validates an authorization request against the registered client.
+/// Validates an authorization request against the registered client; returns it with the
+/// client's name and URI.
 async fn check(
     state: &AppState,
     params: &AuthorizeParams,
@@ -57,14 +28,10 @@ async fn check(
         None => None,
     };
     let registered = client.as_ref().map(|c| c.redirect_uris.as_slice());
-    match authorize::validate(params, registered, &state.mcp_url()) {
-        Ok(valid) => {
-            let client = client.expect("validated");
-            let name = client.client_name.clone().unwrap_or_else(|| valid.client_id.clone());
-            Ok((valid, name, client.client_uri))
-        }
-        Err(e) => Err(e),
-    }
+    let valid = authorize::validate(params, registered, &state.mcp_url())?;
+    let client = client.expect("validated");
+    let name = client.client_name.clone().unwrap_or_else(|| valid.client_id.clone());
+    Ok((valid, name, client.client_uri))
 }
 
 fn refuse(state: &AppState, e: AuthorizeError) -> Response {
@@ -77,13 +44,35 @@ fn refuse(state: &AppState, e: AuthorizeError) -> Response {
     }
 }
 
-fn html(state: &AppState, status: StatusCode, body: String, set_csrf: Option<&str>) -> Response {
-    let mut res = pages::page(status, "", "");
-    *res.body_mut() = axum::body::Body::from(body);
-    if let Some(v) = set_csrf {
-        res.headers_mut().insert(header::SET_COOKIE, csrf_cookie(state, v));
+fn with_cookies(mut res: Response, cookies: impl IntoIterator<Item = HeaderValue>) -> Response {
+    for c in cookies {
+        res.headers_mut().append(header::SET_COOKIE, c);
     }
     res
+}
+
+/// The consent screen for `user`, with a fresh ticket.
+async fn consent(
+    state: &AppState,
+    user: UserId,
+    email: &str,
+    request: &ValidRequest,
+    client: (&str, Option<&str>),
+    csrf: &str,
+) -> Response {
+    match state.oauth.start_consent(user, email, request).await {
+        Ok(ticket) => html::respond_with_form_target(
+            StatusCode::OK,
+            pages::consent(client.0, client.1, email, &request.resource, ticket.expose(), csrf),
+            html::csp_source(&request.redirect_uri).as_deref(),
+        ),
+        Err(e) => unavailable(e),
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "oauth: the authorization server's store failed");
+    pages::error_page(StatusCode::SERVICE_UNAVAILABLE, "Sign-in is temporarily unavailable; try again shortly.")
 }
 
 /// `GET /oauth/authorize`
@@ -92,13 +81,20 @@ pub async fn get_authorize(
     headers: HeaderMap,
     Query(params): Query<AuthorizeParams>,
 ) -> Response {
-    let (_, name, _) = match check(&state, &params).await {
+    let (valid, name, uri) = match check(&state, &params).await {
         Ok(v) => v,
         Err(e) => return refuse(&state, e),
     };
-    let (csrf, new) = csrf_of(&headers);
-    let body = pages::sign_in(&name, &params, &csrf, None);
-    html(&state, StatusCode::OK, body, new.then_some(csrf.as_str()))
+    let (csrf, set) = session::csrf(&state, &headers);
+    let signed_in = match session::current(&state, &headers).await {
+        Ok(s) => s,
+        Err(res) => return res,
+    };
+    let res = match signed_in.and_then(|s| Some((s.user_id.parse::<UserId>().ok()?, s.email))) {
+        Some((user, email)) => consent(&state, user, &email, &valid, (&name, uri.as_deref()), &csrf).await,
+        None => html::respond(StatusCode::OK, pages::sign_in(&name, &params, &csrf, None)),
+    };
+    with_cookies(res, set)
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,95 +114,30 @@ pub async fn post_authorize(
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Response {
-    if !csrf_ok(&headers, form.csrf.as_deref()) {
-        return pages::error_page(
-            StatusCode::FORBIDDEN,
-            "The form expired or did not come from this site (missing CSRF token). Go back and try again.",
-        );
+    if !session::csrf_ok(&headers, form.csrf.as_deref()) {
+        return session::csrf_refused();
     }
     let (valid, name, uri) = match check(&state, &form.params).await {
         Ok(v) => v,
         Err(e) => return refuse(&state, e),
     };
     let csrf = form.csrf.clone().unwrap_or_default();
-    let again = |status: StatusCode, notice: &str| {
-        html(&state, status, pages::sign_in(&name, &form.params, &csrf, Some(notice)), None)
+    let peer = peer.map(|Extension(ConnectInfo(p))| p);
+    let signed =
+        signin::authenticate(&state, peer, form.email.as_deref(), form.password.as_deref(), form.action.as_deref())
+            .await;
+    let (user, email) = match signed {
+        Ok(v) => v,
+        Err((status, notice)) => {
+            return html::respond(status, pages::sign_in(&name, &form.params, &csrf, Some(&notice)));
+        }
     };
-    let Ok(email) = accounts::normalize_email(form.email.as_deref().unwrap_or("")) else {
-        return again(StatusCode::BAD_REQUEST, "Enter a valid e-mail address.");
+    // Signed in for the web pages too, and for the next authorization of this browser.
+    let cookie = match session::start(&state, user, &email).await {
+        Ok(c) => c,
+        Err(res) => return res,
     };
-    let password = form.password.clone().unwrap_or_default();
-    let now = Instant::now();
-    if let Some(Extension(ConnectInfo(peer))) = peer
-        && !state.oauth.allow_attempt(&format!("ip:{}", peer.ip()), super::SIGN_IN_ATTEMPTS_PER_IP, now)
-    {
-        return again(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many sign-in attempts from your network. Wait a minute, then try again.",
-        );
-    }
-    if !state.oauth.allow_attempt(&format!("email:{email}"), super::SIGN_IN_ATTEMPTS, now) {
-        return again(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many sign-in attempts for this e-mail address. Wait a minute, then try again.",
-        );
-    }
-    let user = match form.action.as_deref() {
-        Some("sign_up") => sign_up(&state, &email, &password).await,
-        _ => sign_in(&state, &email, &password).await,
-    };
-    let user = match user {
-        Ok(u) => u,
-        Err((status, message)) => return again(status, &message),
-    };
-    let ticket = state.oauth.start_consent(user, email.clone(), valid.clone(), Instant::now());
-    let body = pages::consent(&name, uri.as_deref(), &email, &valid.resource, ticket.expose(), &csrf);
-    html(&state, StatusCode::OK, body, None)
-}
-
-type Refusal = (StatusCode, String);
-
-fn unavailable(e: impl std::fmt::Display) -> Refusal {
-    tracing::error!(error = %e, "oauth: sign-in failed");
-    (StatusCode::SERVICE_UNAVAILABLE, "Sign-in is temporarily unavailable; try again shortly.".into())
-}
-
-async fn account_of(state: &AppState, email: &str) -> Result<Option<(events::UserId, Account)>, Refusal> {
-    let claim: Claim = state.commands.load(&ClaimKind::Email.claim_id(email)).await.map_err(unavailable)?;
-    let Some(holder) = claim.holder else { return Ok(None) };
-    let account: Account = state.commands.load(&holder.owner.to_string()).await.map_err(unavailable)?;
-    Ok(Some((holder.owner, account)))
-}
-
-async fn hash(password: String, cost: u32) -> Result<String, Refusal> {
-    tokio::task::spawn_blocking(move || bcrypt::hash(password, cost)).await.map_err(unavailable)?.map_err(unavailable)
-}
-
-async fn sign_up(state: &AppState, email: &str, password: &str) -> Result<events::UserId, Refusal> {
-    if password.chars().count() < MIN_PASSWORD {
-        return Err((StatusCode::BAD_REQUEST, format!("Choose a password of at least {MIN_PASSWORD} characters.")));
-    }
-    // An existing account, even one opened without a password (by the admin CLI), is not
-    // taken over by signing up with its address: that would need proof of the mailbox.
-    if account_of(state, email).await?.is_some() {
-        return Err((StatusCode::CONFLICT, "An account with this e-mail exists: sign in instead.".into()));
-    }
-    let user = accounts::ensure_account(&state.commands, email, Limits::default()).await.map_err(unavailable)?;
-    let hash = hash(password.to_owned(), state.oauth.config.password_bcrypt_cost).await?;
-    let cmd = AccountCommand::SetPassword { hash, now: Utc::now() };
-    state.commands.accounts.execute(&user.to_string(), cmd).await.map_err(unavailable)?;
-    tracing::info!(user = %user, "oauth: account signed up");
-    Ok(user)
-}
-
-async fn sign_in(state: &AppState, email: &str, password: &str) -> Result<events::UserId, Refusal> {
-    let wrong = || (StatusCode::UNAUTHORIZED, "Wrong e-mail or password.".to_owned());
-    let Some((user, account)) = account_of(state, email).await? else { return Err(wrong()) };
-    let Some(stored) = account.password_hash else { return Err(wrong()) };
-    let presented = password.to_owned();
-    let ok =
-        tokio::task::spawn_blocking(move || bcrypt::verify(presented, &stored).unwrap_or(false)).await.unwrap_or(false);
-    if ok { Ok(user) } else { Err(wrong()) }
+    with_cookies(consent(&state, user, &email, &valid, (&name, uri.as_deref()), &csrf).await, [cookie])
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,19 +153,22 @@ pub async fn post_consent(
     headers: HeaderMap,
     Form(form): Form<ConsentForm>,
 ) -> Response {
-    if !csrf_ok(&headers, form.csrf.as_deref()) {
-        return pages::error_page(
-            StatusCode::FORBIDDEN,
-            "The form expired or did not come from this site (missing CSRF token). Go back and try again.",
-        );
+    if !session::csrf_ok(&headers, form.csrf.as_deref()) {
+        return session::csrf_refused();
     }
-    let Some((user, _email, request)) =
-        form.ticket.as_deref().and_then(|t| state.oauth.take_consent(t, Instant::now()))
-    else {
-        return pages::error_page(
-            StatusCode::BAD_REQUEST,
-            "This consent screen expired. Start again from your MCP client.",
-        );
+    let taken = match form.ticket.as_deref() {
+        Some(t) => state.oauth.take_consent(t).await,
+        None => Ok(None),
+    };
+    let (user, _email, request) = match taken {
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            return pages::error_page(
+                StatusCode::BAD_REQUEST,
+                "This consent screen expired or was already answered. Start again from your MCP client.",
+            );
+        }
+        Err(e) => return unavailable(e),
     };
     if form.decision.as_deref() != Some("allow") {
         return refuse(
@@ -254,7 +188,10 @@ pub async fn post_consent(
         resource: request.resource,
         user_id: user,
     };
-    let code = state.oauth.grants.issue_code(grant, Instant::now());
+    let code = match state.oauth.grants.issue_code(&grant).await {
+        Ok(c) => c,
+        Err(e) => return unavailable(e),
+    };
     let location =
         authorize::code_location(&request.redirect_uri, code.expose(), request.state.as_deref(), &state.public_url);
     Redirect::to(&location).into_response()

@@ -10,8 +10,9 @@
 //! clients), `authorize` (an error page before the redirect URI is trusted, never a redirect),
 //! `grants` (single-use expiring codes, rotating refresh families). No handler logs a secret.
 //!
-//! In memory for now (one gateway replica): registered clients, pending codes, consent tickets
-//! and refresh families.
+//! Clients, codes, refresh families and consent tickets are kept in Postgres (`store::credentials`):
+//! any gateway replica continues a flow another one started, and a restart loses none. Only the
+//! sign-in throttle is per process.
 
 pub mod authorize;
 pub mod client_document;
@@ -25,10 +26,11 @@ pub mod secret;
 pub mod token;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use events::UserId;
+use store::Store;
 
 use self::authorize::ValidRequest;
 use self::grants::Grants;
@@ -62,50 +64,14 @@ pub const SIGN_IN_WINDOW: Duration = Duration::from_secs(60);
 const CONSENT_TTL: Duration = Duration::from_secs(600);
 const MAX_ENTRIES: usize = 100_000;
 
-/// A signed-in user's pending consent: who, their e-mail, the request, and when it expires.
-type PendingConsent = (UserId, String, ValidRequest, Instant);
+/// Sliding-window counts of sign-in attempts (in memory: per gateway process).
+#[derive(Debug, Default)]
+pub struct Throttle(Mutex<HashMap<String, Vec<Instant>>>);
 
-/// The authorization server's state.
-pub struct OAuth {
-    pub config: OAuthConfig,
-    pub grants: Grants,
-    clients: RwLock<HashMap<String, ValidClient>>,
-    attempts: Mutex<HashMap<String, Vec<Instant>>>,
-    consents: Mutex<HashMap<[u8; 32], PendingConsent>>,
-}
-
-impl std::fmt::Debug for OAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OAuth").field("config", &self.config).finish_non_exhaustive()
-    }
-}
-
-impl OAuth {
-    pub fn new(config: OAuthConfig) -> Self {
-        Self {
-            grants: Grants::new(config.code_ttl),
-            config,
-            clients: RwLock::default(),
-            attempts: Mutex::default(),
-            consents: Mutex::default(),
-        }
-    }
-
-    pub fn client(&self, client_id: &str) -> Option<ValidClient> {
-        self.clients.read().expect("lock").get(client_id).cloned()
-    }
-
-    pub fn add_client(&self, client_id: String, client: ValidClient) {
-        let mut map = self.clients.write().expect("lock");
-        if map.len() >= MAX_ENTRIES {
-            map.clear();
-        }
-        map.insert(client_id, client);
-    }
-
+impl Throttle {
     /// Counts a sign-in attempt for `key`; false when `limit` attempts were made in the window.
     pub fn allow_attempt(&self, key: &str, limit: usize, now: Instant) -> bool {
-        let mut map = self.attempts.lock().expect("lock");
+        let mut map = self.0.lock().expect("lock");
         if map.len() >= MAX_ENTRIES {
             map.retain(|_, v| v.iter().any(|t| now.duration_since(*t) < SIGN_IN_WINDOW));
         }
@@ -117,20 +83,61 @@ impl OAuth {
         v.push(now);
         true
     }
+}
 
-    /// Remembers a signed-in user's pending consent; the ticket goes in the consent form.
-    pub fn start_consent(&self, user: UserId, email: String, request: ValidRequest, now: Instant) -> Secret {
-        let ticket = Secret::generate();
-        let mut map = self.consents.lock().expect("lock");
-        map.retain(|_, (.., t)| *t > now);
-        map.insert(ticket.digest(), (user, email, request, now + CONSENT_TTL));
-        ticket
+/// The authorization server's state.
+pub struct OAuth {
+    pub config: OAuthConfig,
+    pub grants: Grants,
+    store: Store,
+    /// Sign-in attempts, per e-mail and per IP address.
+    pub throttle: Throttle,
+}
+
+impl std::fmt::Debug for OAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuth").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl OAuth {
+    pub fn new(config: OAuthConfig, store: Store) -> Self {
+        Self { grants: Grants::new(store.clone(), config.code_ttl), config, store, throttle: Throttle::default() }
     }
 
-    /// Takes a pending consent (once).
-    pub fn take_consent(&self, ticket: &str, now: Instant) -> Option<(UserId, String, ValidRequest)> {
-        let (user, email, request, expires) = self.consents.lock().expect("lock").remove(&secret::digest(ticket))?;
-        (now < expires).then_some((user, email, request))
+    /// The registered client `client_id`, if any.
+    pub async fn client(&self, client_id: &str) -> Result<Option<ValidClient>, store::Error> {
+        let Some(v) = self.store.oauth_client(client_id).await? else { return Ok(None) };
+        serde_json::from_value(v).map(Some).map_err(|e| store::Error::Decode(e.to_string()))
+    }
+
+    pub async fn add_client(&self, client_id: &str, client: &ValidClient) -> Result<(), store::Error> {
+        self.store.put_oauth_client(client_id, &serde_json::to_value(client).expect("a client serialises")).await
+    }
+
+    /// Remembers a signed-in user's pending consent; the ticket goes in the consent form.
+    pub async fn start_consent(
+        &self,
+        user: UserId,
+        email: &str,
+        request: &ValidRequest,
+    ) -> Result<Secret, store::Error> {
+        let ticket = Secret::generate();
+        let expires = chrono::Utc::now() + chrono::Duration::from_std(CONSENT_TTL).expect("small");
+        let request = serde_json::to_value(request).expect("a request serialises");
+        self.store.put_consent(&ticket.digest(), &user.to_string(), email, &request, expires).await?;
+        Ok(ticket)
+    }
+
+    /// Takes a pending consent (once); `None` when unknown, used or expired.
+    pub async fn take_consent(&self, ticket: &str) -> Result<Option<(UserId, String, ValidRequest)>, store::Error> {
+        let Some((user, email, request)) = self.store.take_consent(&secret::digest(ticket)).await? else {
+            return Ok(None);
+        };
+        let decode = |e: String| store::Error::Decode(e);
+        let user = user.parse::<UserId>().map_err(|e| decode(e.to_string()))?;
+        let request = serde_json::from_value(request).map_err(|e| decode(e.to_string()))?;
+        Ok(Some((user, email, request)))
     }
 }
 
@@ -140,7 +147,7 @@ mod tests {
 
     #[test]
     fn sign_in_attempts_are_limited_per_key_within_the_window() {
-        let o = OAuth::new(OAuthConfig::default());
+        let o = Throttle::default();
         let now = Instant::now();
         for _ in 0..SIGN_IN_ATTEMPTS {
             assert!(o.allow_attempt("a@x.test", SIGN_IN_ATTEMPTS, now));

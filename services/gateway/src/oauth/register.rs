@@ -73,7 +73,7 @@ pub struct ClientMetadata {
 }
 
 /// A client as the authorization server keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ValidClient {
     pub redirect_uris: Vec<String>,
     pub client_name: Option<String>,
@@ -169,7 +169,12 @@ pub async fn post_register(
         Err(e) => return error(e.code(), e.to_string()),
     };
     let client_id = format!("dmcp_{}", ulid::Ulid::generate().to_string().to_lowercase());
-    state.oauth.add_client(client_id.clone(), client.clone());
+    if let Err(e) = state.oauth.add_client(&client_id, &client).await {
+        tracing::error!(error = %e, "oauth: cannot store a client");
+        let body =
+            serde_json::json!({"error": "temporarily_unavailable", "error_description": "retry in a few seconds"});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
     tracing::info!(%client_id, name = client.client_name.as_deref().unwrap_or(""), "oauth: client registered");
     let body = serde_json::json!({
         "client_id": client_id,

@@ -27,10 +27,10 @@ pub struct TokenForm {
 
 impl IntoResponse for TokenError {
     fn into_response(self) -> Response {
-        let status = if matches!(self, TokenError::InvalidClient(_)) {
-            StatusCode::UNAUTHORIZED
-        } else {
-            StatusCode::BAD_REQUEST
+        let status = match self {
+            TokenError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
+            TokenError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
         };
         let body = Json(json!({"error": self.code(), "error_description": self.to_string()}));
         (status, [(header::CACHE_CONTROL, "no-store")], body).into_response()
@@ -49,8 +49,10 @@ pub async fn post_token(State(state): State<AppState>, Form(form): Form<TokenFor
         Some(c) => c.to_owned(),
         None => return TokenError::InvalidRequest("client_id is required (public clients)".into()).into_response(),
     };
-    if state.oauth.client(&client_id).is_none() {
-        return TokenError::InvalidClient("unknown client_id; register again".into()).into_response();
+    match state.oauth.client(&client_id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return TokenError::InvalidClient("unknown client_id; register again".into()).into_response(),
+        Err(e) => return server_error(e),
     }
     if let Some(r) = form.resource.as_deref()
         && r.trim_end_matches('/') != state.mcp_url()
@@ -69,13 +71,12 @@ async fn authorization_code(state: &AppState, client_id: &str, form: &TokenForm)
     let Some(code) = form.code.as_deref() else {
         return TokenError::InvalidRequest("code is required".into()).into_response();
     };
-    let grant = match state.oauth.grants.redeem_code(
-        code,
-        client_id,
-        form.redirect_uri.as_deref(),
-        form.code_verifier.as_deref(),
-        Instant::now(),
-    ) {
+    let grant = match state
+        .oauth
+        .grants
+        .redeem_code(code, client_id, form.redirect_uri.as_deref(), form.code_verifier.as_deref())
+        .await
+    {
         Ok(g) => g,
         Err(e) => return e.into_response(),
     };
@@ -87,7 +88,7 @@ async fn refresh(state: &AppState, client_id: &str, form: &TokenForm) -> Respons
     let Some(token) = form.refresh_token.as_deref() else {
         return TokenError::InvalidRequest("refresh_token is required".into()).into_response();
     };
-    match state.oauth.grants.rotate(token, client_id) {
+    match state.oauth.grants.rotate(token, client_id).await {
         Ok(rotated) => {
             revoke(state, &rotated.superseded).await;
             issue(state, rotated.grant, Some((rotated.family, rotated.refresh_token))).await
@@ -111,7 +112,7 @@ async fn revoke(state: &AppState, prefixes: &[String]) {
 }
 
 /// Issues an API key as the access token, and the family's next refresh token.
-async fn issue(state: &AppState, grant: RefreshGrant, rotated: Option<(usize, super::secret::Secret)>) -> Response {
+async fn issue(state: &AppState, grant: RefreshGrant, rotated: Option<(String, super::secret::Secret)>) -> Response {
     let label = format!("OAuth: {}", grant.client_id);
     let cost = state.oauth.config.bcrypt_cost;
     let resource = Some(grant.resource.clone());
@@ -123,11 +124,14 @@ async fn issue(state: &AppState, grant: RefreshGrant, rotated: Option<(usize, su
     let prefix = issued.key.prefix.clone();
     visible(state, &prefix).await;
     let refresh_token = match rotated {
-        Some((family, token)) => {
-            state.oauth.grants.add_key(family, prefix.clone());
-            token
-        }
-        None => state.oauth.grants.start_family(grant.clone(), prefix.clone()).1,
+        Some((family, token)) => match state.oauth.grants.add_key(&family, &prefix).await {
+            Ok(()) => token,
+            Err(e) => return e.into_response(),
+        },
+        None => match state.oauth.grants.start_family(&grant, &prefix).await {
+            Ok(token) => token,
+            Err(e) => return e.into_response(),
+        },
     };
     tracing::info!(user = %grant.user_id, key = %prefix, client_id = %grant.client_id, "oauth: access token issued");
     let body = json!({
@@ -142,7 +146,7 @@ async fn issue(state: &AppState, grant: RefreshGrant, rotated: Option<(usize, su
 /// Waits (briefly) until the projector has put a new key in the read model: clients use the
 /// token at once, and a key refused before it is visible stays refused for the negative cache's
 /// lifetime.
-async fn visible(state: &AppState, prefix: &str) {
+pub(crate) async fn visible(state: &AppState, prefix: &str) {
     let deadline = Instant::now() + std::time::Duration::from_secs(5);
     while Instant::now() < deadline {
         if matches!(state.store.api_key_by_prefix(prefix).await, Ok(Some(_))) {
