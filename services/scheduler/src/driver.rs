@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use events::{ArtifactManifest, DeploymentId, FailureReason, ServiceId};
+use events::{ArtifactManifest, DeploymentId, FailureReason, ServiceId, ZoneId};
 use router::Upstream;
 
 /// Everything a driver needs to run one deployment.
@@ -24,6 +24,49 @@ pub struct Launch {
     pub cpu_millis: u32,
     /// Persistent directories (local SQLite resources) the app sees under `/data`.
     pub volumes: Vec<sandbox::Volume>,
+    /// The service's custom domains and the certificates of its hosts.
+    pub edge: Edge,
+}
+
+/// Where a service answers besides its own host, and the certificates that cover its names:
+/// what a runtime with its own ingress needs (the built-in router learns the same through
+/// `Routes` and `Certs`, and ignores this).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Edge {
+    /// The service's custom domains (each inside an active zone of its owner), sorted.
+    pub domains: Vec<String>,
+    /// The certificates covering the service's host or one of its domains, sorted by zone.
+    pub certs: Vec<ZoneCert>,
+}
+
+/// A zone's certificate as the dns service issued it: the zone's apex and its one-label
+/// wildcard, with the private key opened.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ZoneCert {
+    pub zone_id: ZoneId,
+    /// The zone's name (`apps.example.com`).
+    pub zone: String,
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+impl ZoneCert {
+    /// Whether the certificate is valid for `host`: the apex, or one label below it (a
+    /// wildcard matches exactly one label, so `a.b.<zone>` is not covered).
+    pub fn covers(&self, host: &str) -> bool {
+        host == self.zone
+            || host
+                .strip_suffix(self.zone.as_str())
+                .and_then(|rest| rest.strip_suffix('.'))
+                .is_some_and(|label| !label.is_empty() && !label.contains('.'))
+    }
+}
+
+/// Never prints the key.
+impl std::fmt::Debug for ZoneCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZoneCert").field("zone_id", &self.zone_id).field("zone", &self.zone).finish_non_exhaustive()
+    }
 }
 
 /// Why a start did not end healthy.
@@ -53,10 +96,22 @@ pub enum Report {
 }
 
 /// A started deployment: where the router sends its traffic, and how to stop it.
+/// A runtime could not apply a change to a running deployment (worth retrying).
+#[derive(Debug, thiserror::Error)]
+#[error("the runtime did not take the change: {0}")]
+pub struct Unavailable(pub String);
+
 #[async_trait]
 pub trait Running: Send + Sync {
     fn upstream(&self) -> Option<Upstream>;
     async fn stop(self: Box<Self>);
+
+    /// The service's custom domains or their certificates changed while this deployment is the
+    /// live one. Runtimes behind the built-in router have nothing to do: the scheduler updates
+    /// the router's table itself.
+    async fn update_edge(&self, _edge: &Edge) -> Result<(), Unavailable> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -69,8 +124,13 @@ pub trait Driver: Send + Sync {
         reports: tokio::sync::mpsc::Sender<Report>,
     ) -> Result<Box<dyn Running>, StartError>;
 
-    /// Removes whatever a previous process of this driver left running (after a crash).
+    /// Removes whatever a previous process of this driver left running (after a crash), and
+    /// what it still keeps of services deleted meanwhile.
     async fn clean_up(&self);
+
+    /// Removes what the runtime keeps of a deleted service beyond its running deployment (its
+    /// volumes, its owner's namespace once empty). Called after the deployment was stopped.
+    async fn forget(&self, _service: ServiceId) {}
 
     /// Whether deployments outlive this process: a cluster keeps running them when the
     /// scheduler stops, so stopping the scheduler must not stop them.

@@ -30,7 +30,7 @@ use store::{Commands, Store};
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
-pub use driver::{Driver, Launch, Report, Running, StartError};
+pub use driver::{Driver, Edge, Launch, Report, Running, StartError, Unavailable, ZoneCert};
 pub use local::LocalDriver;
 pub use placement::{CommandPlacement, kubernetes_driver};
 pub use provision::{Providers, Provisioner, provider_key};
@@ -90,6 +90,8 @@ struct Scheduler {
     services: Arc<Mutex<HashMap<ServiceId, Slot>>>,
     /// Custom domains by service: routed like the service's own host.
     aliases: Arc<std::sync::Mutex<HashMap<ServiceId, std::collections::BTreeSet<String>>>>,
+    /// Each active zone's certificate by zone name, for runtimes with their own ingress.
+    zone_certs: Arc<std::sync::Mutex<std::collections::BTreeMap<String, ZoneCert>>>,
     reports: mpsc::Sender<Report>,
     /// Handlers stop with the scheduler; their unacknowledged events are redelivered.
     shutdown: CancellationToken,
@@ -104,6 +106,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         config: config.clone(),
         services: Arc::default(),
         aliases: Arc::default(),
+        zone_certs: Arc::default(),
         reports,
         shutdown: shutdown.clone(),
     };
@@ -157,13 +160,13 @@ impl Scheduler {
         let event = match decoded.event {
             AnyEvent::Service(e) => e,
             AnyEvent::Zone(events::ZoneEvent::CertificateIssued { .. }) => {
-                self.install_certificate(&aggregate).await;
-                let _ = delivery.ack().await;
+                let result = self.install_certificate(&aggregate).await;
+                self.settle(delivery, result).await;
                 return;
             }
             AnyEvent::Domain(_) => {
-                self.refresh_domain(&aggregate).await;
-                let _ = delivery.ack().await;
+                let result = self.refresh_domain(&aggregate).await;
+                self.settle(delivery, result).await;
                 return;
             }
             _ => {
@@ -212,6 +215,19 @@ impl Scheduler {
             }
             Err(e) => {
                 tracing::warn!(%service, error = %e, "scheduler: will retry");
+                let _ = delivery.retry_after(Duration::from_secs(2)).await;
+            }
+        }
+    }
+
+    /// Acks an edge event, or has it redelivered when the runtime did not take the change.
+    async fn settle(&self, delivery: Delivery, result: Result<(), Unavailable>) {
+        match result {
+            Ok(()) => {
+                let _ = delivery.ack().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduler: will retry");
                 let _ = delivery.retry_after(Duration::from_secs(2)).await;
             }
         }
@@ -298,6 +314,7 @@ impl Scheduler {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| internal("the build output is gone; redeploy the service to build it again"))?;
         let (resources, volumes) = self.resource_credentials(spec).await?;
+        let host = self.host(&spec.hostname);
         let mut env = Vec::with_capacity(spec.env.len());
         for (name, sealed) in &spec.env {
             let value = self
@@ -314,7 +331,8 @@ impl Scheduler {
         Ok(Launch {
             service_id: spec.service_id,
             deployment_id,
-            host: self.host(&spec.hostname),
+            edge: self.edge(spec.service_id, &host),
+            host,
             artifact_dir: self.config.data_dir.join("artifacts").join(&artifact),
             manifest,
             port: spec.port.unwrap_or(DEFAULT_PORT),
@@ -380,15 +398,46 @@ impl Scheduler {
         self.config.routes.set(host, upstream);
     }
 
-    /// Installs a zone's certificate (its wildcard and apex) in the router.
-    async fn install_certificate(&self, zone_id: &str) {
-        let Ok(zone) = self.config.commands.load::<domain::Zone>(zone_id).await else { return };
-        let (Some(spec), Some(cert)) = (&zone.spec, &zone.certificate) else { return };
+    /// The service's custom domains and the certificates covering them or `host`.
+    fn edge(&self, service: ServiceId, host: &str) -> Edge {
+        let domains: Vec<String> = self
+            .aliases
+            .lock()
+            .expect("not poisoned")
+            .get(&service)
+            .map(|d| d.iter().cloned().collect())
+            .unwrap_or_default();
+        let certs = self
+            .zone_certs
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .filter(|c| c.covers(host) || domains.iter().any(|d| c.covers(d)))
+            .cloned()
+            .collect();
+        Edge { domains, certs }
+    }
+
+    /// Hands the service's current edge to its running deployment, if any.
+    async fn update_edge(&self, service: ServiceId) -> Result<(), Unavailable> {
+        let slot = self.slot(service).await;
+        let current = slot.lock().await;
+        match current.as_ref() {
+            Some(c) => c.running.update_edge(&self.edge(service, &c.host)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Installs a zone's certificate (its wildcard and apex) in the router, and hands it to
+    /// the running deployments whose names it covers.
+    async fn install_certificate(&self, zone_id: &str) -> Result<(), Unavailable> {
+        let Ok(zone) = self.config.commands.load::<domain::Zone>(zone_id).await else { return Ok(()) };
+        let (Some(spec), Some(cert)) = (&zone.spec, &zone.certificate) else { return Ok(()) };
         let key = match self.config.keyring.open(&cert.key, &vault::zone_context(zone_id)) {
             Ok(k) => k,
             Err(e) => {
                 tracing::warn!(zone = %spec.zone, error = %e, "a certificate key does not open");
-                return;
+                return Ok(());
             }
         };
         for name in [format!("*.{}", spec.zone), spec.zone.clone()] {
@@ -396,36 +445,67 @@ impl Scheduler {
                 tracing::warn!(%name, error = %e, "a certificate was not installed");
             }
         }
+        let cert = ZoneCert {
+            zone_id: spec.zone_id,
+            zone: spec.zone.clone(),
+            chain_pem: cert.chain_pem.clone(),
+            key_pem: key,
+        };
+        self.zone_certs.lock().expect("not poisoned").insert(spec.zone.clone(), cert.clone());
+        let slots: Vec<(ServiceId, Slot)> =
+            self.services.lock().await.iter().map(|(s, slot)| (*s, slot.clone())).collect();
+        let covered: Vec<ServiceId> = {
+            let aliases = self.aliases.lock().expect("not poisoned");
+            let mut covered = Vec::new();
+            for (service, slot) in slots {
+                let host = slot.try_lock().ok().and_then(|c| c.as_ref().map(|c| c.host.clone()));
+                let domains = aliases.get(&service);
+                // A slot busy deploying is covered too: its next launch reads the new certificate,
+                // and updating it again costs one idempotent apply.
+                if host.is_none_or(|h| cert.covers(&h)) || domains.is_some_and(|d| d.iter().any(|d| cert.covers(d))) {
+                    covered.push(service);
+                }
+            }
+            covered
+        };
+        for service in covered {
+            self.update_edge(service).await?;
+        }
+        Ok(())
     }
 
     /// Adds or removes a custom domain's route after its event.
-    async fn refresh_domain(&self, domain_id: &str) {
-        let Ok(d) = self.config.commands.load::<domain::CustomDomain>(domain_id).await else { return };
-        let Some(spec) = d.spec else { return };
+    async fn refresh_domain(&self, domain_id: &str) -> Result<(), Unavailable> {
+        let Ok(d) = self.config.commands.load::<domain::CustomDomain>(domain_id).await else { return Ok(()) };
+        let Some(spec) = d.spec else { return Ok(()) };
         if d.removed {
             if let Some(set) = self.aliases.lock().expect("not poisoned").get_mut(&spec.service) {
                 set.remove(&spec.domain);
             }
             self.config.routes.remove(&spec.domain);
-            return;
+            return self.update_edge(spec.service).await;
         }
         self.aliases.lock().expect("not poisoned").entry(spec.service).or_default().insert(spec.domain.clone());
-        let slot = self.slot(spec.service).await;
-        let current = slot.lock().await;
-        if let Some(upstream) = current.as_ref().and_then(|c| c.running.upstream()) {
-            self.config.routes.set(&spec.domain, upstream);
+        {
+            let slot = self.slot(spec.service).await;
+            let current = slot.lock().await;
+            if let Some(upstream) = current.as_ref().and_then(|c| c.running.upstream()) {
+                self.config.routes.set(&spec.domain, upstream);
+            }
         }
+        self.update_edge(spec.service).await
     }
 
     /// Certificates and custom domains as recorded (after a restart).
     async fn restore_edges(&self) -> Result<(), Error> {
-        for zone in self.config.store.active_zones().await? {
-            self.install_certificate(&zone.zone_id).await;
-        }
         for d in self.config.store.all_domains().await? {
             if let Ok(service) = d.service_id.parse::<ServiceId>() {
                 self.aliases.lock().expect("not poisoned").entry(service).or_default().insert(d.domain);
             }
+        }
+        // Nothing runs yet: installing only fills the router and the certificate table.
+        for zone in self.config.store.active_zones().await? {
+            let _ = self.install_certificate(&zone.zone_id).await;
         }
         Ok(())
     }
@@ -441,6 +521,7 @@ impl Scheduler {
         for alias in self.aliases.lock().expect("not poisoned").remove(&service).unwrap_or_default() {
             self.config.routes.remove(&alias);
         }
+        self.config.driver.forget(service).await;
         self.services.lock().await.remove(&service);
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use domain::Service;
+use events::ServiceId;
 use store::Commands;
 
 use crate::driver::{Launch, StartError};
@@ -30,15 +31,23 @@ impl Placement for CommandPlacement {
             .ok_or_else(|| StartError::Unavailable("the deployment is unknown".into()))?;
         Ok(Target { owner: spec.owner, commit_sha: d.commit_sha.clone(), image: d.image.clone() })
     }
+
+    async fn exists(&self, service: ServiceId) -> Result<bool, StartError> {
+        let service: Service =
+            self.commands.load(&service.to_string()).await.map_err(|e| StartError::Unavailable(e.to_string()))?;
+        Ok(service.spec.is_some() && !service.deleted)
+    }
+
+    async fn owner(&self, service: ServiceId) -> Result<Option<events::UserId>, StartError> {
+        let service: Service =
+            self.commands.load(&service.to_string()).await.map_err(|e| StartError::Unavailable(e.to_string()))?;
+        Ok(service.spec.map(|s| s.owner))
+    }
 }
 
 /// The Kubernetes driver on the cluster this process finds (in-cluster service account, or the
-/// kubeconfig), pulling images from `registry`.
-pub async fn kubernetes_driver(commands: Arc<Commands>, registry: &str) -> Result<KubernetesDriver, String> {
+/// kubeconfig).
+pub async fn kubernetes_driver(commands: Arc<Commands>, config: K8sConfig) -> Result<KubernetesDriver, String> {
     let client = kube::Client::try_default().await.map_err(|e| format!("no Kubernetes cluster to talk to: {e}"))?;
-    Ok(KubernetesDriver {
-        client,
-        config: K8sConfig::new(registry),
-        placement: Arc::new(CommandPlacement { commands }),
-    })
+    Ok(KubernetesDriver { client, config, placement: Arc::new(CommandPlacement { commands }) })
 }

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use events::{ArtifactManifest, DeploymentId, FailureReason, ServiceId, UserId};
+use events::{ArtifactManifest, DeploymentId, FailureReason, ServiceId, UserId, ZoneId};
 use scheduler::k8s::{K8sConfig, K8sLaunch, Target};
-use scheduler::{Launch, StartError};
+use scheduler::{Edge, Launch, StartError, ZoneCert};
 
 const OWNER: &str = "usr_01J00000000000000000000001";
 const SERVICE: &str = "svc_01J00000000000000000000002";
@@ -18,6 +18,17 @@ const NAME: &str = "svc-01j00000000000000000000002";
 const SECRET: &str = "svc-01j00000000000000000000002-dep-01j00000000000000000000003";
 const NEXT_SECRET: &str = "svc-01j00000000000000000000002-dep-01j00000000000000000000004";
 const IMAGE: &str = "registry.internal:5000/dm-usr-01j00000000000000000000001/svc-01j00000000000000000000002:0123abc";
+/// Zones whose certificates the dns service issued.
+const ZONE: &str = "zone_01J00000000000000000000005";
+const ZONE_SECRET: &str = "tls-zone-01j00000000000000000000005";
+const OTHER_ZONE: &str = "zone_01J00000000000000000000006";
+const OTHER_ZONE_SECRET: &str = "tls-zone-01j00000000000000000000006";
+/// A second service, of the same owner or of another one.
+const OTHER_SERVICE: &str = "svc_01J00000000000000000000007";
+const OTHER_NAME: &str = "svc-01j00000000000000000000007";
+const OTHER_OWNER: &str = "usr_01J00000000000000000000008";
+const OTHER_NS: &str = "dm-usr-01j00000000000000000000008";
+const OTHER_DEPLOYMENT: &str = "dep_01J00000000000000000000009";
 
 fn config() -> K8sConfig {
     K8sConfig {
@@ -26,6 +37,37 @@ fn config() -> K8sConfig {
         poll_interval: Duration::from_millis(1),
         ..K8sConfig::new("registry.internal:5000")
     }
+}
+
+fn cert(zone: &str, zone_id: &str, serial: &str) -> ZoneCert {
+    ZoneCert {
+        zone_id: zone_id.parse::<ZoneId>().unwrap(),
+        zone: zone.into(),
+        chain_pem: format!("-----BEGIN CERTIFICATE-----\n{zone} {serial}\n-----END CERTIFICATE-----\n"),
+        key_pem: format!("-----BEGIN PRIVATE KEY-----\nkey of {zone}\n-----END PRIVATE KEY-----\n"),
+    }
+}
+
+/// The service's host, two custom domains each covered by its zone's certificate, and one
+/// two labels below its zone (no wildcard covers it).
+fn edge() -> Edge {
+    Edge {
+        domains: vec!["api.example.com".into(), "deep.a.example.com".into(), "www.shop.example.net".into()],
+        certs: vec![cert("example.com", ZONE, "1"), cert("shop.example.net", OTHER_ZONE, "1")],
+    }
+}
+
+/// A launch with a local SQLite resource's directory.
+fn with_volume(mut l: K8sLaunch) -> K8sLaunch {
+    l.launch.volumes = vec![sandbox::Volume { host: "/var/lib/x/sqlite/res".into(), guest: "/data/db".into() }];
+    l
+}
+
+/// The same launch as another service (of `owner`).
+fn other_service(mut l: K8sLaunch, owner: &str) -> K8sLaunch {
+    l.launch.service_id = OTHER_SERVICE.parse().unwrap();
+    l.target.owner = owner.parse().unwrap();
+    l
 }
 
 fn launch(deployment: &str, commit: &str) -> K8sLaunch {
@@ -47,6 +89,7 @@ fn launch(deployment: &str, commit: &str) -> K8sLaunch {
             memory_mb: 256,
             cpu_millis: 500,
             volumes: vec![],
+            edge: Default::default(),
         },
         target: Target { owner: OWNER.parse::<UserId>().unwrap(), commit_sha: commit.into(), image: None },
     }
@@ -93,8 +136,14 @@ mod helpers {
         pub pods: Vec<Value>,
         /// The text of every pods/log request.
         pub log: String,
+        /// Pods answered to the next LISTs, one reading each, before `pods` again.
+        pub pod_readings: VecDeque<Vec<Value>>,
         /// Calls whose path ends so are answered 500 (the API server failing).
         pub failing: Option<String>,
+        /// Services the event store no longer has (what `Placement::exists` answers).
+        pub deleted_services: std::collections::BTreeSet<String>,
+        /// Owners by service, for `Placement::owner` (default: `OWNER`).
+        pub owners: BTreeMap<String, String>,
     }
 
     #[derive(Clone)]
@@ -123,12 +172,21 @@ mod helpers {
         }
     }
 
-    struct Fixed;
+    struct Fixed(Fake);
 
     #[async_trait::async_trait]
     impl Placement for Fixed {
         async fn target(&self, _: &Launch) -> Result<Target, StartError> {
             Ok(super::launch(super::DEPLOYMENT, "0123abc").target)
+        }
+
+        async fn exists(&self, service: events::ServiceId) -> Result<bool, StartError> {
+            Ok(!self.0.with(|s| s.deleted_services.contains(&service.to_string())))
+        }
+
+        async fn owner(&self, service: events::ServiceId) -> Result<Option<events::UserId>, StartError> {
+            let owner = self.0.with(|s| s.owners.get(&service.to_string()).cloned());
+            Ok(Some(owner.as_deref().unwrap_or(super::OWNER).parse().unwrap()))
         }
     }
 
@@ -154,7 +212,7 @@ mod helpers {
             }
         });
         let client = kube::Client::new(svc, "default");
-        (KubernetesDriver { client, config, placement: Arc::new(Fixed) }, fake)
+        (KubernetesDriver { client, config, placement: Arc::new(Fixed(fake.clone())) }, fake)
     }
 
     fn not_found() -> (StatusCode, String) {
@@ -191,11 +249,29 @@ mod helpers {
                     (StatusCode::OK, body.to_string())
                 }
                 "DELETE" => match self.objects.remove(&path) {
-                    Some(o) => (StatusCode::OK, o.to_string()),
+                    Some(o) => {
+                        // A namespace takes everything in it along.
+                        if let Some(ns) = path.strip_prefix("/api/v1/namespaces/") {
+                            let inside = format!("/namespaces/{ns}/");
+                            self.objects.retain(|p, _| !p.contains(&inside));
+                        }
+                        (StatusCode::OK, o.to_string())
+                    }
                     None => not_found(),
                 },
                 "GET" if path.ends_with("/pods") => {
-                    let list = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": self.pods});
+                    let items = self.pod_readings.pop_front().unwrap_or_else(|| self.pods.clone());
+                    let list = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items});
+                    (StatusCode::OK, list.to_string())
+                }
+                "GET" if collection(&path).is_some() => {
+                    let items: Vec<&Value> = self
+                        .objects
+                        .iter()
+                        .filter(|(p, o)| in_collection(&path, p) && selected(&call.query, o))
+                        .map(|(_, o)| o)
+                        .collect();
+                    let list = json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items});
                     (StatusCode::OK, list.to_string())
                 }
                 "GET" if path.ends_with("/log") => (StatusCode::OK, self.log.clone()),
@@ -217,6 +293,57 @@ mod helpers {
         }
     }
 
+    /// The resource of a list request (`deployments`), if `path` names a collection.
+    fn collection(path: &str) -> Option<&str> {
+        const KINDS: [&str; 6] = ["deployments", "services", "ingresses", "secrets", "persistentvolumeclaims", "pods"];
+        let last = path.rsplit('/').next()?;
+        (KINDS.contains(&last) || path == "/api/v1/namespaces").then_some(last)
+    }
+
+    /// Whether the object stored at `object` is in the collection `list` (all namespaces,
+    /// one namespace, or the namespaces themselves).
+    fn in_collection(list: &str, object: &str) -> bool {
+        if list == "/api/v1/namespaces" {
+            return object.strip_prefix("/api/v1/namespaces/").is_some_and(|rest| !rest.contains('/'));
+        }
+        if list.contains("/namespaces/") {
+            return object.strip_prefix(&format!("{list}/")).is_some_and(|rest| !rest.contains('/'));
+        }
+        // `/apis/apps/v1/deployments` holds `/apis/apps/v1/namespaces/<ns>/deployments/<name>`.
+        let (group, kind) = list.rsplit_once('/').unwrap();
+        let Some(rest) = object.strip_prefix(&format!("{group}/namespaces/")) else { return false };
+        let parts: Vec<_> = rest.split('/').collect();
+        parts.len() == 3 && parts[1] == kind
+    }
+
+    /// Whether the object's labels satisfy the query's `labelSelector` (`k=v` and `k`, joined by commas).
+    fn selected(query: &str, object: &Value) -> bool {
+        let Some(selector) = query.split('&').find_map(|kv| kv.strip_prefix("labelSelector=")) else { return true };
+        let selector = percent_decode(selector);
+        let labels = &object["metadata"]["labels"];
+        selector.split(',').all(|term| match term.split_once('=') {
+            Some((k, v)) => labels[k] == v,
+            None => !labels[term].is_null(),
+        })
+    }
+
+    fn percent_decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' && i + 2 < bytes.len() {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            } else {
+                out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
     /// The status of a finished rollout of `generation` (one replica).
     pub fn complete(generation: i64) -> Value {
         json!({"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1})
@@ -234,6 +361,24 @@ mod helpers {
             "metadata": {"name": "svc-01j00000000000000000000002-7c9d-abcde"},
             "status": {"containerStatuses": [{
                 "name": "app", "image": super::IMAGE, "imageID": "", "ready": false, "restartCount": 3,
+                "state": state, "lastState": last_state,
+            }]},
+        })
+    }
+
+    /// A pod of a live deployment: its container `app` restarted `restarts` times (the last
+    /// time ending as `last_state`), ready or not.
+    pub fn live_pod(name: &str, restarts: i32, ready: bool, last_state: Value) -> Value {
+        let state = if ready {
+            json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}})
+        } else {
+            json!({"waiting": {"reason": "CrashLoopBackOff"}})
+        };
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name},
+            "status": {"containerStatuses": [{
+                "name": "app", "image": super::IMAGE, "imageID": "", "ready": ready, "restartCount": restarts,
                 "state": state, "lastState": last_state,
             }]},
         })
@@ -308,10 +453,12 @@ mod manifests {
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
         assert_eq!(sc.privileged, None);
-        // A writable /tmp (the root is read-only), and the app's data directory as emptyDir.
+        // A writable /tmp (the root is read-only), and the app's data directory on its claim.
         let mounts: Vec<_> = c.volume_mounts.as_ref().unwrap().iter().map(|m| m.mount_path.as_str()).collect();
         assert_eq!(mounts, ["/tmp", "/data/db"]);
-        assert!(pod.volumes.as_ref().unwrap().iter().all(|v| v.empty_dir.is_some()));
+        let volumes = pod.volumes.as_ref().unwrap();
+        assert!(volumes[0].empty_dir.is_some());
+        assert_eq!(volumes[1].persistent_volume_claim.as_ref().unwrap().claim_name, format!("{NAME}-db"));
         // The namespace enforces the same through Pod Security admission.
         let ns = manifests::namespace(&app().names);
         assert_eq!(ns.metadata.labels.unwrap()["pod-security.kubernetes.io/enforce"], "restricted");
@@ -319,7 +466,9 @@ mod manifests {
 
     #[test]
     fn the_deployment_keeps_old_pods_until_the_new_are_ready_on_the_run_pool() {
-        let d = manifests::deployment(&config(), &app());
+        let mut app = app();
+        app.volumes.clear();
+        let d = manifests::deployment(&config(), &app);
         let spec = d.spec.as_ref().unwrap();
         let strategy = spec.strategy.as_ref().unwrap();
         assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
@@ -456,6 +605,90 @@ mod manifests {
     }
 
     #[test]
+    fn a_zone_certificate_covers_its_apex_and_one_label_below() {
+        let c = cert("apps.example.com", ZONE, "1");
+        assert!(c.covers("apps.example.com"));
+        assert!(c.covers("shop.apps.example.com"));
+        assert!(!c.covers("a.shop.apps.example.com"), "a wildcard covers one label");
+        assert!(!c.covers("xapps.example.com"));
+        assert!(!c.covers(".apps.example.com"));
+        assert!(!c.covers("example.com"));
+        assert!(!format!("{c:?}").contains("PRIVATE KEY"), "the key is never printed");
+    }
+
+    #[test]
+    fn ingress_routes_custom_domains_with_their_zones_certificates() {
+        let mut app = app();
+        let e = edge();
+        (app.domains, app.certs) = (e.domains, e.certs);
+        let ingress = manifests::ingress(&config(), &app);
+        let spec = ingress.spec.unwrap();
+        let hosts: Vec<_> = spec.rules.unwrap().into_iter().map(|r| r.host.unwrap()).collect();
+        assert_eq!(hosts, ["shop.apps.example.test", "api.example.com", "deep.a.example.com", "www.shop.example.net"]);
+        let tls: Vec<_> = spec.tls.unwrap().into_iter().map(|t| (t.secret_name.unwrap(), t.hosts.unwrap())).collect();
+        assert_eq!(
+            tls,
+            [
+                (ZONE_SECRET.to_owned(), vec!["api.example.com".to_owned()]),
+                (OTHER_ZONE_SECRET.to_owned(), vec!["www.shop.example.net".to_owned()]),
+                // No zone certificate covers the service's own host: the configured wildcard does.
+                ("wildcard-tls".to_owned(), vec!["shop.apps.example.test".to_owned()]),
+            ]
+        );
+        assert_eq!(ingress.metadata.annotations.unwrap()["traefik.ingress.kubernetes.io/router.tls"], "true");
+
+        // The base domain certified by the dns service: its Secret, not the configured one.
+        app.certs.push(cert("apps.example.test", "zone_01J0000000000000000000000A", "1"));
+        let tls = manifests::ingress(&config(), &app).spec.unwrap().tls.unwrap();
+        assert_eq!(tls.len(), 3);
+        assert_eq!(tls[2].secret_name.as_deref(), Some("tls-zone-01j0000000000000000000000a"));
+        assert_eq!(tls[2].hosts.as_deref().unwrap(), ["shop.apps.example.test"]);
+
+        // Without any certificate: plain HTTP on the web entry point.
+        app.certs.clear();
+        let plain = manifests::ingress(&K8sConfig { tls_secret: None, ..config() }, &app);
+        assert_eq!(plain.metadata.annotations.unwrap()["traefik.ingress.kubernetes.io/router.entrypoints"], "web");
+        let spec = plain.spec.unwrap();
+        assert_eq!((spec.tls, spec.rules.unwrap().len()), (None, 4));
+    }
+
+    #[test]
+    fn a_certificate_is_a_tls_secret_of_its_zone() {
+        let secret = manifests::tls_secret(&app().names, &cert("example.com", ZONE, "1"));
+        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+        assert_eq!(secret.metadata.name.as_deref(), Some(ZONE_SECRET));
+        assert_eq!(secret.metadata.namespace.as_deref(), Some(NS));
+        assert_eq!(secret.metadata.labels.unwrap()["deploy-mcp.dev/zone"], ZONE);
+        let data = secret.data.unwrap();
+        assert!(String::from_utf8_lossy(&data["tls.crt"].0).starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(String::from_utf8_lossy(&data["tls.key"].0).starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert_eq!(data.len(), 2);
+    }
+
+    #[test]
+    fn volumes_are_claims_of_the_service_and_the_rollout_recreates() {
+        let app = app();
+        let claims = manifests::volume_claims(&config(), &app);
+        assert_eq!(claims.len(), 1);
+        let claim = &claims[0];
+        assert_eq!(claim.metadata.name.as_deref(), Some(format!("{NAME}-db").as_str()));
+        let labels = claim.metadata.labels.as_ref().unwrap();
+        assert!(!labels.contains_key("deploy-mcp.dev/deployment"), "a claim outlives deployments");
+        assert_eq!(labels["deploy-mcp.dev/service"], SERVICE);
+        let spec = claim.spec.as_ref().unwrap();
+        assert_eq!(spec.access_modes.as_deref().unwrap(), ["ReadWriteOnce"]);
+        assert_eq!(spec.storage_class_name, None, "the cluster's default class");
+        assert_eq!(spec.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0, "1Gi");
+        let configured = K8sConfig { storage_class: Some("longhorn".into()), volume_size: "5Gi".into(), ..config() };
+        let spec = manifests::volume_claims(&configured, &app).remove(0).spec.unwrap();
+        assert_eq!(spec.storage_class_name.as_deref(), Some("longhorn"));
+        assert_eq!(spec.resources.unwrap().requests.unwrap()["storage"].0, "5Gi");
+
+        let strategy = manifests::deployment(&config(), &app).spec.unwrap().strategy.unwrap();
+        assert_eq!((strategy.type_.as_deref(), strategy.rolling_update), (Some("Recreate"), None));
+    }
+
+    #[test]
     fn builders_are_deterministic() {
         let (a, b) = (app(), app());
         assert_eq!(manifests::deployment(&config(), &a), manifests::deployment(&config(), &b));
@@ -517,6 +750,80 @@ mod rollout_rules {
     }
 }
 
+/// Crash and recovery detection from successive readings of a deployment's pods, without I/O.
+mod watch_rules {
+    use k8s_openapi::api::core::v1::Pod;
+    use scheduler::k8s::watch::{Change, PodWatch};
+    use serde_json::{Value, json};
+
+    use super::helpers::live_pod;
+
+    fn reading(pods: &[Value]) -> Vec<Pod> {
+        pods.iter().map(|p| serde_json::from_value(p.clone()).unwrap()).collect()
+    }
+
+    fn exited(code: i32) -> Value {
+        json!({"terminated": {"exitCode": code, "reason": "Error"}})
+    }
+
+    #[test]
+    fn restarts_before_the_first_reading_are_not_reported_again() {
+        let mut w = PodWatch::new();
+        assert_eq!(w.observe(&reading(&[live_pod("a", 4, true, exited(1))])), None);
+        assert_eq!(w.observe(&reading(&[live_pod("a", 4, true, exited(1))])), None);
+        assert!(!w.crashed());
+    }
+
+    #[test]
+    fn a_restart_is_a_crash_once_and_readiness_after_it_a_recovery_once() {
+        let mut w = PodWatch::new();
+        assert_eq!(w.observe(&reading(&[live_pod("a", 0, true, json!({}))])), None);
+        let crashed = Some(Change::Crashed { exit_code: Some(3), out_of_memory: false });
+        assert_eq!(w.observe(&reading(&[live_pod("a", 1, false, exited(3))])), crashed);
+        // The same state read again: nothing new.
+        assert_eq!(w.observe(&reading(&[live_pod("a", 1, false, exited(3))])), None);
+        assert!(w.crashed());
+        assert_eq!(w.observe(&reading(&[live_pod("a", 1, true, exited(3))])), Some(Change::Recovered));
+        assert_eq!(w.observe(&reading(&[live_pod("a", 1, true, exited(3))])), None);
+        // Killed for its memory, restarted and ready between two readings: both are reported.
+        let oom = json!({"terminated": {"exitCode": 137, "reason": "OOMKilled"}});
+        let crashed = Some(Change::Crashed { exit_code: Some(137), out_of_memory: true });
+        assert_eq!(w.observe(&reading(&[live_pod("a", 2, true, oom.clone())])), crashed);
+        assert_eq!(w.observe(&reading(&[live_pod("a", 2, true, oom)])), Some(Change::Recovered));
+    }
+
+    #[test]
+    fn every_restart_while_crashing_is_another_crash() {
+        let mut w = PodWatch::new();
+        w.observe(&reading(&[live_pod("a", 0, true, json!({}))]));
+        assert!(w.observe(&reading(&[live_pod("a", 1, false, exited(1))])).is_some());
+        assert!(w.observe(&reading(&[live_pod("a", 2, false, exited(1))])).is_some());
+        assert_eq!(w.observe(&reading(&[live_pod("a", 2, false, exited(1))])), None);
+    }
+
+    #[test]
+    fn pods_going_away_or_replaced_cleanly_are_no_crash() {
+        let mut w = PodWatch::new();
+        w.observe(&reading(&[live_pod("a", 0, true, json!({}))]));
+        // Being deleted (a drain, a newer rollout): ignored whatever its state.
+        let mut leaving = live_pod("a", 1, false, exited(143));
+        leaving["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        assert_eq!(w.observe(&reading(&[leaving])), None);
+        // Its replacement starting without a restart: fine; with one: a crash.
+        assert_eq!(w.observe(&reading(&[live_pod("b", 0, false, json!({}))])), None);
+        assert_eq!(w.observe(&reading(&[])), None);
+        assert!(matches!(
+            w.observe(&reading(&[live_pod("c", 1, false, exited(2))])),
+            Some(Change::Crashed { exit_code: Some(2), .. })
+        ));
+        // Recovery needs every pod ready.
+        let two = [live_pod("c", 1, true, exited(2)), live_pod("d", 0, false, json!({}))];
+        assert_eq!(w.observe(&reading(&two)), None);
+        let two = [live_pod("c", 1, true, exited(2)), live_pod("d", 0, true, json!({}))];
+        assert_eq!(w.observe(&reading(&two)), Some(Change::Recovered));
+    }
+}
+
 /// The driver against the fake API server.
 mod driver {
     use scheduler::Driver;
@@ -553,6 +860,10 @@ mod driver {
         format!("GET /api/v1/namespaces/{NS}/pods")
     }
 
+    fn without_pod_lists(lines: Vec<String>) -> Vec<String> {
+        lines.into_iter().filter(|l| *l != list_pods()).collect()
+    }
+
     fn deletes(secret: &str) -> Vec<String> {
         vec![
             format!("DELETE /apis/apps/v1/namespaces/{NS}/deployments/{NAME}"),
@@ -581,7 +892,8 @@ mod driver {
         let mut expected = owner_objects();
         expected.extend(service_objects(SECRET));
         expected.push(get_deployment());
-        assert_eq!(fake.lines(), expected);
+        // The pod watch started by `start` reads pods meanwhile.
+        assert_eq!(without_pod_lists(fake.lines()), expected);
 
         let names = [
             "namespace",
@@ -789,7 +1101,7 @@ mod driver {
         running.stop().await;
         let mut expected = vec![get_deployment()];
         expected.extend(deletes(SECRET));
-        assert_eq!(fake.lines(), expected);
+        assert_eq!(without_pod_lists(fake.lines()), expected);
         let left: Vec<_> = fake.with(|s| s.objects.keys().cloned().collect());
         assert!(left.iter().all(|p| !p.contains(NAME)), "left over: {left:?}");
     }
@@ -804,5 +1116,280 @@ mod driver {
         scheduler::Running::stop(Box::new(previous)).await;
         assert_eq!(fake.lines(), [get_deployment(), format!("DELETE /api/v1/namespaces/{NS}/secrets/{SECRET}")]);
         assert!(fake.with(|s| s.objects.contains_key(&format!("/apis/apps/v1/namespaces/{NS}/deployments/{NAME}"))));
+    }
+}
+
+/// Custom domains, certificates, volumes, the pod watch and garbage collection, against the fake
+/// API server.
+mod cluster_edges {
+    use scheduler::k8s::gc::{self, Scope};
+    use scheduler::k8s::watch::Watch;
+    use scheduler::{Driver, Report, Running};
+    use serde_json::json;
+
+    use super::helpers::{self, live_pod, snapshot};
+    use super::*;
+
+    fn tls_secret_path(name: &str) -> String {
+        format!("/api/v1/namespaces/{NS}/secrets/{name}")
+    }
+
+    fn ingress_path() -> String {
+        format!("/apis/networking.k8s.io/v1/namespaces/{NS}/ingresses/{NAME}")
+    }
+
+    fn deletes(fake: &helpers::Fake) -> Vec<String> {
+        fake.lines().into_iter().filter(|l| l.starts_with("DELETE ")).collect()
+    }
+
+    /// The body last applied at `path`, as sent.
+    fn applied_at(fake: &helpers::Fake, path: &str) -> serde_json::Value {
+        fake.applied().into_iter().rev().find(|(p, _)| p == path).unwrap().1
+    }
+
+    #[tokio::test]
+    async fn custom_domains_are_routed_with_their_zones_certificates_in_tls_secrets() {
+        let (driver, fake) = helpers::driver(config());
+        let mut l = launch(DEPLOYMENT, "0123abc");
+        l.launch.edge = edge();
+        let running = driver.deploy(&l).await.unwrap();
+
+        // The certificates' Secrets before the Ingress that references them.
+        let patches: Vec<String> = fake.applied().into_iter().map(|(p, _)| p).collect();
+        let at = |p: &str| patches.iter().position(|x| x == p).unwrap();
+        assert!(at(&tls_secret_path(ZONE_SECRET)) < at(&ingress_path()));
+        assert!(at(&tls_secret_path(OTHER_ZONE_SECRET)) < at(&ingress_path()));
+        let stored = |path: &str| fake.with(|s| s.objects[path].clone());
+        snapshot("secret-tls", &applied_at(&fake, &tls_secret_path(ZONE_SECRET)));
+        snapshot("ingress-custom-domains", &applied_at(&fake, &ingress_path()));
+
+        // A domain removed and a certificate renewed: the Secret and the Ingress, nothing else.
+        fake.clear_calls();
+        let renewed = Edge {
+            domains: vec!["api.example.com".into()],
+            certs: vec![cert("example.com", ZONE, "2"), cert("shop.example.net", OTHER_ZONE, "1")],
+        };
+        Running::update_edge(&running, &renewed).await.unwrap();
+        assert_eq!(
+            fake.lines(),
+            [format!("PATCH {}", tls_secret_path(ZONE_SECRET)), format!("PATCH {}", ingress_path())],
+            "only the certificate still used, then the Ingress"
+        );
+        let secret = stored(&tls_secret_path(ZONE_SECRET));
+        assert_eq!(secret["type"], "kubernetes.io/tls");
+        let ingress = stored(&ingress_path());
+        let hosts: Vec<_> = ingress["spec"]["rules"].as_array().unwrap().iter().map(|r| r["host"].clone()).collect();
+        assert_eq!(hosts, [json!("shop.apps.example.test"), json!("api.example.com")]);
+        assert_eq!(
+            ingress["spec"]["tls"],
+            json!([{"hosts": ["api.example.com"], "secretName": ZONE_SECRET}, {"hosts": ["shop.apps.example.test"], "secretName": "wildcard-tls"}])
+        );
+        // The same edge again: the same bodies.
+        let first = fake.applied();
+        fake.clear_calls();
+        Running::update_edge(&running, &renewed).await.unwrap();
+        assert_eq!(fake.applied(), first);
+    }
+
+    #[tokio::test]
+    async fn a_renewed_certificate_changes_the_secrets_data() {
+        let (driver, fake) = helpers::driver(config());
+        let mut l = launch(DEPLOYMENT, "0123abc");
+        l.launch.edge = edge();
+        let running = driver.deploy(&l).await.unwrap();
+        let before = fake.with(|s| s.objects[&tls_secret_path(ZONE_SECRET)]["data"]["tls.crt"].clone());
+        let mut renewed = edge();
+        renewed.certs[0] = cert("example.com", ZONE, "2");
+        running.apply_edge(&renewed).await.unwrap();
+        let after = fake.with(|s| s.objects[&tls_secret_path(ZONE_SECRET)]["data"]["tls.crt"].clone());
+        assert_ne!(before, after);
+    }
+
+    #[tokio::test]
+    async fn a_volume_is_a_claim_applied_before_the_deployment_and_kept_by_a_stop() {
+        // The production timeout, as the snapshot shows it.
+        let (driver, fake) = helpers::driver(K8sConfig { rollout_timeout: Duration::from_secs(300), ..config() });
+        let running = driver.deploy(&with_volume(launch(DEPLOYMENT, "0123abc"))).await.unwrap();
+        let claim = format!("/api/v1/namespaces/{NS}/persistentvolumeclaims/{NAME}-db");
+        let patches: Vec<String> = fake.applied().into_iter().map(|(p, _)| p).collect();
+        let deployment = format!("/apis/apps/v1/namespaces/{NS}/deployments/{NAME}");
+        let at = |p: &str| patches.iter().position(|x| x == p).unwrap();
+        assert!(at(&claim) < at(&deployment));
+        snapshot("persistentvolumeclaim", &applied_at(&fake, &claim));
+        let applied = applied_at(&fake, &deployment);
+        snapshot("deployment-with-volume", &applied);
+        assert_eq!(applied["spec"]["strategy"], json!({"type": "Recreate"}));
+        assert_eq!(
+            applied["spec"]["template"]["spec"]["volumes"][1],
+            json!({"name": "data-0", "persistentVolumeClaim": {"claimName": format!("{NAME}-db")}})
+        );
+
+        fake.clear_calls();
+        Running::stop(Box::new(running)).await;
+        assert!(deletes(&fake).iter().all(|l| !l.contains("persistentvolumeclaims")), "{:?}", fake.lines());
+        assert!(fake.with(|s| s.objects.contains_key(&claim)), "a stop is not a deletion: the data stays");
+    }
+
+    #[tokio::test]
+    async fn a_live_deployments_crashes_and_recovery_are_reported() {
+        let (driver, fake) = helpers::driver(config());
+        let exited = json!({"terminated": {"exitCode": 1, "reason": "Error"}});
+        let oom = json!({"terminated": {"exitCode": 137, "reason": "OOMKilled"}});
+        fake.with(|s| {
+            s.pod_readings = [
+                live_pod("p", 2, true, exited.clone()), // the baseline: earlier restarts are history
+                live_pod("p", 3, false, exited.clone()),
+                live_pod("p", 3, false, exited.clone()),
+                live_pod("p", 3, true, exited.clone()),
+                live_pod("p", 4, true, oom.clone()),
+            ]
+            .into_iter()
+            .map(|p| vec![p])
+            .collect();
+            s.pods = vec![live_pod("p", 4, true, oom)];
+        });
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let watch = Watch {
+            service_id: SERVICE.parse().unwrap(),
+            deployment_id: DEPLOYMENT.parse().unwrap(),
+            interval: Duration::from_millis(1),
+        };
+        let pods = kube::Api::namespaced(driver.client.clone(), NS);
+        let task = tokio::spawn(watch.run(pods, tx, stop.clone()));
+        let mut got = vec![];
+        for _ in 0..4 {
+            let report = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a report").unwrap();
+            got.push(match report {
+                Report::Crashed { exit_code, out_of_memory, deployment_id, .. } => {
+                    assert_eq!(deployment_id.to_string(), DEPLOYMENT);
+                    format!("crashed {exit_code:?} oom={out_of_memory}")
+                }
+                Report::Recovered { upstream, .. } => {
+                    assert!(upstream.is_none());
+                    "recovered".to_owned()
+                }
+            });
+        }
+        assert_eq!(got, ["crashed Some(1) oom=false", "recovered", "crashed Some(137) oom=true", "recovered"]);
+        // Many more readings of the same state report nothing more.
+        let reads = || fake.lines().iter().filter(|l| l.ends_with("/pods")).count();
+        let seen = reads();
+        let more = async {
+            while reads() < seen + 20 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), more).await.expect("the watch kept reading");
+        assert!(rx.try_recv().is_err(), "a state read again was reported again");
+        let list = fake.calls().into_iter().find(|c| c.path.ends_with("/pods")).unwrap();
+        assert!(
+            list.query.contains(&format!("labelSelector=deploy-mcp.dev%2Fdeployment%3D{DEPLOYMENT}")),
+            "{}",
+            list.query
+        );
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn start_watches_the_pods_until_the_deployment_is_stopped() {
+        let (driver, fake) = helpers::driver(K8sConfig { watch_interval: Duration::from_millis(1), ..config() });
+        fake.with(|s| {
+            s.pod_readings = [live_pod("p", 0, true, json!({}))].into_iter().map(|p| vec![p]).collect();
+            s.pods = vec![live_pod("p", 1, false, json!({"terminated": {"exitCode": 2}}))];
+        });
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let running = driver.start(launch(DEPLOYMENT, "0123abc").launch, tx).await.unwrap();
+        let report = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a report").unwrap();
+        assert!(matches!(report, Report::Crashed { exit_code: Some(2), .. }), "{report:?}");
+        running.stop().await;
+        // The watch ended with the deployment: its sender is dropped.
+        let end = tokio::time::timeout(Duration::from_secs(5), async { while rx.recv().await.is_some() {} });
+        end.await.expect("the pod watch outlived its deployment");
+    }
+
+    /// Two owners: ours with the service that gets deleted, the other with a live service that
+    /// left a stale environment Secret and an unused certificate behind.
+    async fn two_owners(driver: &scheduler::k8s::KubernetesDriver) {
+        driver.deploy(&with_volume(launch(DEPLOYMENT, "0123abc"))).await.unwrap();
+        let other = |d: &str| other_service(launch(d, "0123abc"), OTHER_OWNER);
+        let mut first = other(OTHER_DEPLOYMENT);
+        first.launch.edge = edge();
+        driver.deploy(&first).await.unwrap();
+        // Its next deployment, without the domains; the previous one never stopped (a crash).
+        driver.deploy(&other(NEXT_DEPLOYMENT)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn clean_up_collects_deleted_services_stale_secrets_and_empty_namespaces() {
+        let (driver, fake) = helpers::driver(config());
+        two_owners(&driver).await;
+        fake.with(|s| s.deleted_services.insert(SERVICE.to_owned()));
+        fake.clear_calls();
+
+        driver.clean_up().await;
+        let other_ns = OTHER_NS;
+        assert_eq!(
+            deletes(&fake),
+            [
+                format!("DELETE /apis/networking.k8s.io/v1/namespaces/{NS}/ingresses/{NAME}"),
+                format!("DELETE /api/v1/namespaces/{NS}/services/{NAME}"),
+                format!("DELETE /apis/apps/v1/namespaces/{NS}/deployments/{NAME}"),
+                format!("DELETE /api/v1/namespaces/{NS}/secrets/{SECRET}"),
+                format!("DELETE /api/v1/namespaces/{NS}/persistentvolumeclaims/{NAME}-db"),
+                // The other service's Secret of a deployment no longer current.
+                format!("DELETE /api/v1/namespaces/{other_ns}/secrets/{OTHER_NAME}-dep-01j00000000000000000000009"),
+                // Certificates its Ingress no longer references.
+                format!("DELETE /api/v1/namespaces/{other_ns}/secrets/{ZONE_SECRET}"),
+                format!("DELETE /api/v1/namespaces/{other_ns}/secrets/{OTHER_ZONE_SECRET}"),
+                // Our owner has no service left.
+                format!("DELETE /api/v1/namespaces/{NS}"),
+            ]
+        );
+        // The lists are by label across the cluster, never of namespaces the platform does not own.
+        let lists: Vec<_> = fake.calls().into_iter().filter(|c| c.method == "GET").collect();
+        assert!(lists.iter().all(|c| c.query.contains("app.kubernetes.io%2Fmanaged-by%3Ddeploy-mcp")), "{lists:?}");
+        let left: Vec<String> = fake.with(|s| s.objects.keys().cloned().collect());
+        assert!(left.iter().all(|p| !p.contains(NS) && !p.contains(NAME)), "left over: {left:?}");
+        assert!(left.iter().any(|p| p.ends_with(&format!("/deployments/{OTHER_NAME}"))));
+        assert!(left.iter().any(|p| p.ends_with(&format!("/secrets/{OTHER_NAME}-dep-01j00000000000000000000004"))));
+
+        // Collecting again finds nothing.
+        fake.clear_calls();
+        let collected = gc::collect(&driver, Scope::Everything).await.unwrap();
+        assert_eq!(collected, Default::default());
+        assert!(deletes(&fake).is_empty());
+    }
+
+    #[tokio::test]
+    async fn services_that_exist_are_kept() {
+        let (driver, fake) = helpers::driver(config());
+        driver.deploy(&launch(DEPLOYMENT, "0123abc")).await.unwrap();
+        fake.clear_calls();
+        // Every service exists: only lists, no deletes.
+        driver.clean_up().await;
+        assert!(deletes(&fake).is_empty(), "{:?}", fake.lines());
+    }
+
+    #[tokio::test]
+    async fn forgetting_a_deleted_service_removes_its_claims_and_its_namespace_once_empty() {
+        let (driver, fake) = helpers::driver(config());
+        let ours = driver.deploy(&with_volume(launch(DEPLOYMENT, "0123abc"))).await.unwrap();
+        // A second service of the same owner keeps the namespace.
+        let sibling = other_service(launch(OTHER_DEPLOYMENT, "0123abc"), OWNER);
+        let sibling_running = driver.deploy(&sibling).await.unwrap();
+
+        Running::stop(Box::new(ours)).await;
+        fake.clear_calls();
+        driver.forget(SERVICE.parse().unwrap()).await;
+        assert_eq!(deletes(&fake), [format!("DELETE /api/v1/namespaces/{NS}/persistentvolumeclaims/{NAME}-db")]);
+
+        Running::stop(Box::new(sibling_running)).await;
+        fake.clear_calls();
+        driver.forget(OTHER_SERVICE.parse().unwrap()).await;
+        assert_eq!(deletes(&fake), [format!("DELETE /api/v1/namespaces/{NS}")]);
+        let left: Vec<String> = fake.with(|s| s.objects.keys().cloned().collect());
+        assert!(left.is_empty(), "left over: {left:?}");
     }
 }

@@ -2,9 +2,11 @@
 //! for byte (no timestamps, no random names), which is what makes a second apply a no-op.
 //!
 //! Per owner: a Namespace (Pod Security `restricted` enforced), a ResourceQuota, a LimitRange and
-//! two NetworkPolicies covering every pod of the namespace. Per service: a Deployment, a Service
-//! and an Ingress. Per deployment: the Secret holding its environment, so that the pods of the
-//! previous deployment keep their own variables while the new ones roll out.
+//! two NetworkPolicies covering every pod of the namespace, and one `kubernetes.io/tls` Secret per
+//! zone certificate its services use. Per service: a Deployment, a Service, an Ingress (its host
+//! and custom domains) and a PersistentVolumeClaim per volume. Per deployment: the Secret holding
+//! its environment, so that the pods of the previous deployment keep their own variables while
+//! the new ones roll out.
 
 use std::collections::BTreeMap;
 
@@ -13,9 +15,10 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, HTTPGetAction, HTTPHeader,
-    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceQuota, ResourceQuotaSpec, ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecurityContext,
-    Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
+    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceQuota,
+    ResourceQuotaSpec, ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, Toleration, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
@@ -27,6 +30,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::K8sConfig;
+use crate::driver::ZoneCert;
 
 /// Marks every object the platform owns (`app.kubernetes.io/managed-by`).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "deploy-mcp");
@@ -37,6 +41,8 @@ pub const SERVICE_LABEL: &str = "deploy-mcp.dev/service";
 /// The deployment's id, on the pods of its rollout (and on the Deployment while it is the
 /// service's current one): tells the new rollout's pods from the previous one's.
 pub const DEPLOYMENT_LABEL: &str = "deploy-mcp.dev/deployment";
+/// The zone id on a certificate's `kubernetes.io/tls` Secret.
+pub const ZONE_LABEL: &str = "deploy-mcp.dev/zone";
 
 /// The user every customer container runs as (`nobody`): images cannot choose root.
 pub const RUN_AS_USER: i64 = 65534;
@@ -92,17 +98,17 @@ impl Names {
             owner,
             service_id,
             deployment_id,
-            namespace: format!("{namespace_prefix}{}", dns_label(&owner.to_string())),
+            namespace: owner_namespace(namespace_prefix, owner),
             secret: format!("{service}-{}", dns_label(&deployment_id.to_string())),
             service,
         }
     }
 
-    fn owner_labels(&self) -> BTreeMap<String, String> {
+    pub(crate) fn owner_labels(&self) -> BTreeMap<String, String> {
         labels(&[MANAGED_BY, (OWNER_LABEL, &self.owner.to_string())])
     }
 
-    fn service_labels(&self) -> BTreeMap<String, String> {
+    pub(crate) fn service_labels(&self) -> BTreeMap<String, String> {
         let mut l = self.owner_labels();
         l.insert(SERVICE_LABEL.into(), self.service_id.to_string());
         l
@@ -122,6 +128,11 @@ impl Names {
             ..Default::default()
         }
     }
+}
+
+/// The namespace of an owner's services: `<prefix><owner id as a DNS label>`.
+pub fn owner_namespace(namespace_prefix: &str, owner: UserId) -> String {
+    format!("{namespace_prefix}{}", dns_label(&owner.to_string()))
 }
 
 /// An id (`svc_01J…`) as a DNS label (`svc-01j…`): what object names allow.
@@ -147,10 +158,88 @@ pub struct App {
     pub env: Vec<(String, String)>,
     pub memory_mb: u32,
     pub cpu_millis: u32,
-    /// Directories the app expects to persist (`/data/<resource>`): each gets an `emptyDir`, so
-    /// the app starts, but its contents live only as long as the pod (no volumes on the cluster
-    /// yet).
+    /// Directories the app expects to persist (`/data/<resource>`): each is a
+    /// PersistentVolumeClaim of the service ([`volume_claim_name`]).
     pub volumes: Vec<String>,
+    /// The service's custom domains: routed like `host`.
+    pub domains: Vec<String>,
+    /// Certificates that may cover `host` and `domains` (each becomes a TLS Secret if it does).
+    pub certs: Vec<ZoneCert>,
+}
+
+impl App {
+    /// Every name the Ingress routes: the service's host, then its custom domains.
+    pub fn hosts(&self) -> Vec<String> {
+        let mut hosts = vec![self.host.clone()];
+        hosts.extend(self.domains.iter().filter(|d| **d != self.host).cloned());
+        hosts
+    }
+
+    /// The certificates that cover at least one of the hosts, each with the hosts it serves
+    /// (a host covered by several goes to the first, so that each host has one certificate).
+    pub fn certified_hosts(&self) -> Vec<(&ZoneCert, Vec<String>)> {
+        let mut left = self.hosts();
+        let mut out = Vec::new();
+        for cert in &self.certs {
+            let (covered, rest): (Vec<_>, Vec<_>) = left.into_iter().partition(|h| cert.covers(h));
+            left = rest;
+            if !covered.is_empty() {
+                out.push((cert, covered));
+            }
+        }
+        out
+    }
+}
+
+/// The `kubernetes.io/tls` Secret of a zone's certificate, in each namespace that uses it.
+pub fn tls_secret_name(zone_id: &events::ZoneId) -> String {
+    format!("tls-{}", dns_label(&zone_id.to_string()))
+}
+
+/// A zone's certificate as the Secret the Ingress's TLS section references (`data`, not
+/// `stringData`: what the server stores, so a second apply changes nothing).
+pub fn tls_secret(names: &Names, cert: &ZoneCert) -> Secret {
+    let mut labels = names.owner_labels();
+    labels.insert(ZONE_LABEL.into(), cert.zone_id.to_string());
+    let data = BTreeMap::from([
+        ("tls.crt".to_owned(), ByteString(cert.chain_pem.clone().into_bytes())),
+        ("tls.key".to_owned(), ByteString(cert.key_pem.clone().into_bytes())),
+    ]);
+    Secret {
+        metadata: names.meta(&tls_secret_name(&cert.zone_id), labels),
+        data: Some(data),
+        type_: Some("kubernetes.io/tls".into()),
+        ..Default::default()
+    }
+}
+
+/// The claim backing the volume mounted at `path` (`/data/<resource>`): `<service>-<resource>`.
+pub fn volume_claim_name(names: &Names, path: &str) -> String {
+    let resource = path.trim_end_matches('/').rsplit('/').next().unwrap_or(path);
+    format!("{}-{}", names.service, dns_label(resource))
+}
+
+/// One claim per volume, owned by the service (not the deployment): the data outlives
+/// redeploys and goes only with the service. The storage class is the configured one, or the
+/// cluster's default when none is (the field is then left to the server).
+pub fn volume_claims(config: &K8sConfig, app: &App) -> Vec<PersistentVolumeClaim> {
+    let names = &app.names;
+    app.volumes
+        .iter()
+        .map(|path| PersistentVolumeClaim {
+            metadata: names.meta(&volume_claim_name(names, path), names.service_labels()),
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                storage_class_name: config.storage_class.clone(),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([("storage".to_owned(), Quantity(config.volume_size.clone()))])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect()
 }
 
 pub fn namespace(names: &Names) -> Namespace {
@@ -285,9 +374,31 @@ pub fn deployment(config: &K8sConfig, app: &App) -> Deployment {
     let mut mounts = vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() }];
     for (i, path) in app.volumes.iter().enumerate() {
         let name = format!("data-{i}");
-        volumes.push(Volume { name: name.clone(), empty_dir: Some(Default::default()), ..Default::default() });
+        volumes.push(Volume {
+            name: name.clone(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: volume_claim_name(names, path),
+                read_only: None,
+            }),
+            ..Default::default()
+        });
         mounts.push(VolumeMount { name, mount_path: path.clone(), ..Default::default() });
     }
+    // A ReadWriteOnce claim attaches to one node: a surge pod elsewhere would wait for it
+    // forever, and two pods writing one SQLite file over a network volume is unsafe. With
+    // volumes, the old pod stops before the new one starts (a short gap instead of a stuck
+    // rollout).
+    let strategy = if app.volumes.is_empty() {
+        DeploymentStrategy {
+            type_: Some("RollingUpdate".into()),
+            rolling_update: Some(RollingUpdateDeployment {
+                max_unavailable: Some(IntOrString::Int(0)),
+                max_surge: Some(IntOrString::Int(1)),
+            }),
+        }
+    } else {
+        DeploymentStrategy { type_: Some("Recreate".into()), rolling_update: None }
+    };
     let container = Container {
         name: "app".into(),
         image: Some(app.image.clone()),
@@ -337,13 +448,7 @@ pub fn deployment(config: &K8sConfig, app: &App) -> Deployment {
                 match_labels: Some(labels(&[(SERVICE_LABEL, &names.service_id.to_string())])),
                 ..Default::default()
             },
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_unavailable: Some(IntOrString::Int(0)),
-                    max_surge: Some(IntOrString::Int(1)),
-                }),
-            }),
+            strategy: Some(strategy),
             revision_history_limit: Some(2),
             progress_deadline_seconds: Some(config.rollout_timeout.as_secs().clamp(1, i32::MAX as u64) as i32),
             template: PodTemplateSpec {
@@ -392,14 +497,28 @@ pub fn service(app: &App) -> Service {
     }
 }
 
-/// Routed by host. Traefik reads the `router.*` annotations; with a TLS secret the route is on
-/// the `websecure` entry point only (HTTP→HTTPS redirection is the controller's job).
+/// Routed by host: the service's own and its custom domains, one rule each. Each zone
+/// certificate covering some of them is a TLS entry with its Secret ([`tls_secret`]); the
+/// service's host, when no zone certificate covers it, uses the configured wildcard Secret.
+///
+/// Traefik reads the `router.*` annotations: with any TLS entry the routes are on the
+/// `websecure` entry point only (HTTP→HTTPS redirection is the controller's job), and a name
+/// without a certificate of its own gets the controller's default one until its zone's arrives.
 pub fn ingress(config: &K8sConfig, app: &App) -> Ingress {
     let names = &app.names;
+    let mut tls: Vec<IngressTLS> = app
+        .certified_hosts()
+        .into_iter()
+        .map(|(cert, hosts)| IngressTLS { hosts: Some(hosts), secret_name: Some(tls_secret_name(&cert.zone_id)) })
+        .collect();
+    let host_certified = tls.iter().any(|t| t.hosts.as_ref().is_some_and(|h| h.contains(&app.host)));
+    if let Some(secret) = config.tls_secret.as_ref().filter(|_| !host_certified) {
+        tls.push(IngressTLS { hosts: Some(vec![app.host.clone()]), secret_name: Some(secret.clone()) });
+    }
     let mut annotations = BTreeMap::new();
-    let entrypoint = if config.tls_secret.is_some() { "websecure" } else { "web" };
+    let entrypoint = if tls.is_empty() { "web" } else { "websecure" };
     annotations.insert("traefik.ingress.kubernetes.io/router.entrypoints".to_owned(), entrypoint.to_owned());
-    if config.tls_secret.is_some() {
+    if !tls.is_empty() {
         annotations.insert("traefik.ingress.kubernetes.io/router.tls".to_owned(), "true".to_owned());
     }
     let backend = IngressBackend {
@@ -413,16 +532,22 @@ pub fn ingress(config: &K8sConfig, app: &App) -> Ingress {
         metadata: ObjectMeta { annotations: Some(annotations), ..names.meta(&names.service, names.service_labels()) },
         spec: Some(IngressSpec {
             ingress_class_name: config.ingress_class.clone(),
-            rules: Some(vec![IngressRule {
-                host: Some(app.host.clone()),
-                http: Some(HTTPIngressRuleValue {
-                    paths: vec![HTTPIngressPath { path: Some("/".into()), path_type: "Prefix".into(), backend }],
-                }),
-            }]),
-            tls: config
-                .tls_secret
-                .as_ref()
-                .map(|s| vec![IngressTLS { hosts: Some(vec![app.host.clone()]), secret_name: Some(s.clone()) }]),
+            rules: Some(
+                app.hosts()
+                    .into_iter()
+                    .map(|host| IngressRule {
+                        host: Some(host),
+                        http: Some(HTTPIngressRuleValue {
+                            paths: vec![HTTPIngressPath {
+                                path: Some("/".into()),
+                                path_type: "Prefix".into(),
+                                backend: backend.clone(),
+                            }],
+                        }),
+                    })
+                    .collect(),
+            ),
+            tls: (!tls.is_empty()).then_some(tls),
             ..Default::default()
         }),
         ..Default::default()

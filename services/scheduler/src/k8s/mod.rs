@@ -4,8 +4,13 @@
 //! Everything is applied by server-side apply under one field manager, from the pure builders in
 //! [`manifests`]: applying the same deployment twice sends the same bodies and changes nothing. A
 //! start applies, in order: the owner's Namespace, ResourceQuota, LimitRange and NetworkPolicies;
-//! then the deployment's Secret and the service's Deployment, Service and Ingress; then waits for
+//! then the deployment's Secret, the TLS Secrets of the zone certificates covering the service's
+//! names, the service's PersistentVolumeClaims, Deployment, Service and Ingress; then waits for
 //! the rollout ([`rollout`]), which keeps the previous pods serving until the new one is ready.
+//! Once live, the deployment's pods are polled ([`watch`]) for crashes and recoveries, reported
+//! like the local driver's; a change of custom domains or certificates re-applies the TLS
+//! Secrets and the Ingress. Deleted services' objects, stale Secrets and owner namespaces left
+//! empty are collected ([`gc`]).
 //!
 //! Images: the driver runs `<registry>/<owner namespace>/<service>:<commit-sha>` (see
 //! [`manifests::image_reference`]), where the builder pushes them, unless the [`K8sLaunch`] names
@@ -15,8 +20,10 @@
 //! Architecture invariant: this module knows nothing of the event store or the bus; what it
 //! needs beyond [`Launch`] comes through [`Placement`].
 
+pub mod gc;
 pub mod manifests;
 pub mod rollout;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -24,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use events::UserId;
+use events::{ServiceId, UserId};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, Toleration};
@@ -35,8 +42,9 @@ use router::Upstream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::driver::{Driver, Launch, Report, Running, StartError};
+use crate::driver::{Driver, Edge, Launch, Report, Running, StartError, Unavailable};
 pub use manifests::{App, Names, Quota};
 use rollout::unavailable;
 
@@ -59,8 +67,15 @@ pub struct K8sConfig {
     /// reach customer pods (`kube-system` for k3s's Traefik).
     pub ingress_namespace: String,
     /// A `kubernetes.io/tls` Secret, present in every owner namespace, with the certificate of
-    /// the base domain's wildcard; none serves plain HTTP.
+    /// the base domain's wildcard, for service hosts no zone certificate of the platform covers
+    /// (when the dns service certifies the base domain, its certificate is used instead).
     pub tls_secret: Option<String>,
+    /// The StorageClass of volume claims; none takes the cluster's default class.
+    pub storage_class: Option<String>,
+    /// The size each volume claim requests (a Kubernetes quantity).
+    pub volume_size: String,
+    /// How often a live deployment's pods are read for crashes and recoveries.
+    pub watch_interval: Duration,
     /// How long a rollout may take before the deployment fails (health check timed out).
     pub rollout_timeout: Duration,
     /// How often the Deployment and its pods are read during a rollout.
@@ -71,8 +86,9 @@ pub struct K8sConfig {
 
 impl K8sConfig {
     /// The defaults: field manager `deploy-mcp`, namespaces `dm-<owner>`, a quota of 40 CPU,
-    /// 40Gi and 200 pods, the run pool as infra/ labels it, Traefik in `kube-system`, no TLS,
-    /// 5 minutes for a rollout.
+    /// 40Gi and 200 pods, the run pool as infra/ labels it, Traefik in `kube-system`, no
+    /// wildcard TLS Secret, 1Gi volumes of the default storage class, 5 minutes for a rollout,
+    /// pods read every 5 seconds once live.
     pub fn new(registry: impl Into<String>) -> Self {
         let (run_pool_selector, tolerations) = manifests::run_pool();
         Self {
@@ -84,6 +100,9 @@ impl K8sConfig {
             ingress_class: Some("traefik".into()),
             ingress_namespace: "kube-system".into(),
             tls_secret: None,
+            storage_class: None,
+            volume_size: "1Gi".into(),
+            watch_interval: Duration::from_secs(5),
             rollout_timeout: Duration::from_secs(300),
             poll_interval: Duration::from_secs(2),
             registry: registry.into(),
@@ -111,6 +130,12 @@ pub struct Target {
 #[async_trait]
 pub trait Placement: Send + Sync {
     async fn target(&self, launch: &Launch) -> Result<Target, StartError>;
+
+    /// Whether the service still exists (not deleted): what garbage collection keeps.
+    async fn exists(&self, service: ServiceId) -> Result<bool, StartError>;
+
+    /// Whose service it is (also once deleted), if the event store knows it at all.
+    async fn owner(&self, service: ServiceId) -> Result<Option<UserId>, StartError>;
 }
 
 /// A launch with what the cluster needs besides.
@@ -137,6 +162,8 @@ impl K8sLaunch {
             memory_mb: l.memory_mb,
             cpu_millis: l.cpu_millis,
             volumes: l.volumes.iter().map(|v| v.guest.clone()).collect(),
+            domains: l.edge.domains.clone(),
+            certs: l.edge.certs.clone(),
             names,
         }
     }
@@ -175,9 +202,13 @@ impl KubernetesDriver {
         self.apply_owner(names).await?;
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &names.namespace);
         let previous = deployments.get_opt(&names.service).await.map_err(unavailable)?;
-        let running = K8sRunning { client: self.client.clone(), names: names.clone() };
+        let running = K8sRunning { driver: self.clone(), app: app.clone(), _watch: None };
 
         self.apply(&manifests::secret(&app)).await?;
+        self.apply_tls(&app).await?;
+        for claim in manifests::volume_claims(&self.config, &app) {
+            self.apply(&claim).await?;
+        }
         let applied = self.apply(&manifests::deployment(&self.config, &app)).await?;
         self.apply(&manifests::service(&app)).await?;
         self.apply(&manifests::ingress(&self.config, &app)).await?;
@@ -211,6 +242,15 @@ impl KubernetesDriver {
                 Err(e)
             }
         }
+    }
+
+    /// The Secrets of the certificates the app's Ingress references (before the Ingress, so it
+    /// never points at a missing one).
+    async fn apply_tls(&self, app: &App) -> Result<(), StartError> {
+        for (cert, _) in app.certified_hosts() {
+            self.apply(&manifests::tls_secret(&app.names, cert)).await?;
+        }
+        Ok(())
     }
 
     /// The owner's namespace and what confines it.
@@ -254,15 +294,41 @@ fn deployment_label(d: &Deployment) -> Option<&str> {
 
 #[async_trait]
 impl Driver for KubernetesDriver {
-    async fn start(&self, launch: Launch, _reports: mpsc::Sender<Report>) -> Result<Box<dyn Running>, StartError> {
+    /// Rolls the deployment out, then watches its pods until it is stopped (or dropped).
+    async fn start(&self, launch: Launch, reports: mpsc::Sender<Report>) -> Result<Box<dyn Running>, StartError> {
         let target = self.placement.target(&launch).await?;
-        let running = self.deploy(&K8sLaunch { launch, target }).await?;
+        let mut running = self.deploy(&K8sLaunch { launch, target }).await?;
+        let stop = CancellationToken::new();
+        let names = running.names().clone();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &names.namespace);
+        let watch = watch::Watch {
+            service_id: names.service_id,
+            deployment_id: names.deployment_id,
+            interval: self.config.watch_interval,
+        };
+        tokio::spawn(watch.run(pods, reports, stop.clone()));
+        running._watch = Some(Arc::new(stop.drop_guard()));
         Ok(Box::new(running))
     }
 
-    /// Nothing: the cluster's objects are the desired state, and the scheduler re-applies every
-    /// live deployment after a restart (removing objects of deleted services is not done yet).
-    async fn clean_up(&self) {}
+    /// The cluster's objects are the desired state and the scheduler re-applies every live
+    /// deployment after a restart; what is left is garbage: objects of services deleted while
+    /// the scheduler was away, environment Secrets of deployments no longer current, TLS
+    /// Secrets no Ingress references, owner namespaces without services. Runs before the
+    /// scheduler consumes, so no rollout is half-way.
+    async fn clean_up(&self) {
+        if let Err(e) = gc::collect(self, gc::Scope::Everything).await {
+            tracing::warn!(error = %e, "cluster garbage collection failed; it runs again at the next start");
+        }
+    }
+
+    /// The service's remaining objects (its volume claims above all) and its owner's namespace
+    /// when no other service is in it.
+    async fn forget(&self, service: ServiceId) {
+        if let Err(e) = gc::collect(self, gc::Scope::Deleted(service)).await {
+            tracing::warn!(%service, error = %e, "a deleted service's objects were not all removed; the next start collects them");
+        }
+    }
 
     /// The cluster keeps the apps running while the scheduler is away.
     fn outlives_scheduler(&self) -> bool {
@@ -273,19 +339,31 @@ impl Driver for KubernetesDriver {
 /// A deployment rolled out on the cluster. The cluster's ingress routes it: no upstream.
 #[derive(Clone)]
 pub struct K8sRunning {
-    client: Client,
-    names: Names,
+    driver: KubernetesDriver,
+    /// What was applied: the Ingress is rebuilt from it when the edge changes.
+    app: App,
+    /// Stops the pod watch when the last handle goes (stopped or dropped).
+    _watch: Option<Arc<DropGuard>>,
 }
 
 impl Debug for K8sRunning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("K8sRunning").field("names", &self.names).finish_non_exhaustive()
+        f.debug_struct("K8sRunning").field("names", &self.app.names).finish_non_exhaustive()
     }
 }
 
 impl K8sRunning {
     pub fn names(&self) -> &Names {
-        &self.names
+        &self.app.names
+    }
+
+    /// Applies the Ingress for `edge` (its certificates' Secrets first). Applying the same edge
+    /// again sends the same bodies.
+    pub async fn apply_edge(&self, edge: &Edge) -> Result<(), StartError> {
+        let app = App { domains: edge.domains.clone(), certs: edge.certs.clone(), ..self.app.clone() };
+        self.driver.apply_tls(&app).await?;
+        self.driver.apply(&manifests::ingress(&self.driver.config, &app)).await?;
+        Ok(())
     }
 
     /// Removes this deployment. When a newer deployment of the service has been applied since
@@ -293,16 +371,17 @@ impl K8sRunning {
     /// is removed: the Deployment, Service and Ingress are the newer one's now. The scheduler
     /// serialises a service's starts and stops, so the check and the deletes do not race.
     pub async fn remove(&self) {
-        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &self.names.namespace);
-        let current = match deployments.get_opt(&self.names.service).await {
+        let names = self.names();
+        let deployments: Api<Deployment> = Api::namespaced(self.driver.client.clone(), &names.namespace);
+        let current = match deployments.get_opt(&names.service).await {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(service = %self.names.service_id, error = %e, "the Deployment could not be read; not deleting it");
+                tracing::warn!(service = %names.service_id, error = %e, "the Deployment could not be read; not deleting it");
                 self.delete_secret().await;
                 return;
             }
         };
-        let ours = current.as_ref().and_then(deployment_label) == Some(self.names.deployment_id.to_string().as_str());
+        let ours = current.as_ref().and_then(deployment_label) == Some(names.deployment_id.to_string().as_str());
         if ours {
             self.delete_all().await;
         } else {
@@ -310,19 +389,20 @@ impl K8sRunning {
         }
     }
 
-    /// Every per-service object and this deployment's Secret (the owner's namespace stays: it
-    /// may hold other services).
+    /// The Deployment, Service and Ingress and this deployment's Secret. The owner's namespace
+    /// stays (it may hold other services), and so do the volume claims: a stop is not a
+    /// deletion, the service's data goes only with the service ([`Driver::forget`]).
     async fn delete_all(&self) {
-        let ns = &self.names.namespace;
-        let name = &self.names.service;
-        delete::<Deployment>(&self.client, ns, name).await;
-        delete::<Service>(&self.client, ns, name).await;
-        delete::<Ingress>(&self.client, ns, name).await;
+        let client = &self.driver.client;
+        let (ns, name) = (&self.names().namespace, &self.names().service);
+        delete::<Deployment>(client, ns, name).await;
+        delete::<Service>(client, ns, name).await;
+        delete::<Ingress>(client, ns, name).await;
         self.delete_secret().await;
     }
 
     async fn delete_secret(&self) {
-        delete::<Secret>(&self.client, &self.names.namespace, &self.names.secret).await;
+        delete::<Secret>(&self.driver.client, &self.names().namespace, &self.names().secret).await;
     }
 }
 
@@ -332,11 +412,22 @@ where
     K: Resource<Scope = NamespaceResourceScope> + Clone + Debug + DeserializeOwned,
     K::DynamicType: Default,
 {
+    if let Err(e) = try_delete::<K>(client, namespace, name).await {
+        tracing::warn!(kind = %K::kind(&Default::default()), %namespace, %name, error = %e, "not deleted");
+    }
+}
+
+/// Deletes one object; already gone is success.
+async fn try_delete<K>(client: &Client, namespace: &str, name: &str) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope> + Clone + Debug + DeserializeOwned,
+    K::DynamicType: Default,
+{
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.is_not_found() => {}
-        Err(e) => tracing::warn!(kind = %K::kind(&Default::default()), %namespace, %name, error = %e, "not deleted"),
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -348,5 +439,12 @@ impl Running for K8sRunning {
 
     async fn stop(self: Box<Self>) {
         self.remove().await;
+    }
+
+    async fn update_edge(&self, edge: &Edge) -> Result<(), Unavailable> {
+        self.apply_edge(edge).await.map_err(|e| match e {
+            StartError::Unavailable(m) => Unavailable(m),
+            StartError::Failed(reason) => Unavailable(format!("{reason:?}")),
+        })
     }
 }
