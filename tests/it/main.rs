@@ -12,3 +12,4 @@ mod projector;
 mod relay;
 mod resources;
 mod tidy;
+mod web;

@@ -457,3 +457,79 @@ async fn a_client_id_metadata_document_identifies_the_client() {
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert!(res.headers().get("location").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_browser_goes_straight_to_consent() {
+    let p = TestPlatform::start(Components::ALL).await;
+    let client_id = register(&p).await;
+    // The sign-in of a first authorization also signs the browser in.
+    let url = authorize_url(&p, &client_id, &[]);
+    let b = open_sign_in(&url).await;
+    let res = submit(&p, &b, "sso@example.test", "correct horse battery", "sign_up", true).await;
+    let session = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("dmcp_session="))
+        .expect("a session cookie");
+    let cookie = format!("{}; {}", b.cookie, session.split(';').next().unwrap());
+    let res =
+        http().get(authorize_url(&p, &client_id, &[("state", "st-2")])).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let csp = res.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("form-action 'self' http://127.0.0.1:9"), "the consent form may end at the client: {csp}");
+    let page = res.text().await.unwrap();
+    assert!(page.contains("Allow access?") && page.contains("sso@example.test"), "{page}");
+    assert!(!page.contains("name=\"password\""), "no second sign-in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_replicas_share_clients_codes_and_refresh_tokens() {
+    let mut a = TestPlatform::start(Components::ALL).await;
+    // A second gateway on the same database, behind the same public URL (a load balancer).
+    let mut settings = a.settings.clone();
+    settings.public_url = Some(a.base_url.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_url = format!("http://{}", listener.local_addr().unwrap());
+    let only_gateway = Components { gateway: true, ..Components::NONE };
+    let listeners = deploy_mcp::Listeners { gateway: Some(listener), ..Default::default() };
+    let b = deploy_mcp::start(&settings, &a.adapters, only_gateway, listeners).await.unwrap();
+
+    // Registered on B, authorized on A, redeemed on B, refreshed on A.
+    let res = http()
+        .post(format!("{b_url}/oauth/register"))
+        .json(&json!({"redirect_uris": [REDIRECT], "client_name": "Test <Client>"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let client_id = res.json::<Value>().await.unwrap()["client_id"].as_str().unwrap().to_owned();
+    let url = authorize_url(&a, &client_id, &[]);
+    let location = sign_in_and_allow(&a, &url, "replica@example.test", "sign_up").await;
+    let code = query_of(&location)["code"].clone();
+    let res = http()
+        .post(format!("{b_url}/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let tokens: Value = res.json().await.unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (status, again) = exchange(&a, &client_id, &code, REDIRECT, VERIFIER).await;
+    assert_eq!((status, again["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "used on B");
+    let (status, rotated) =
+        token(&a, &[("grant_type", "refresh_token"), ("client_id", &client_id), ("refresh_token", refresh)]).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    assert_eq!(tools_list(&a, rotated["access_token"].as_str().unwrap()).await, StatusCode::OK);
+    b.stop().await;
+    a.stop().await;
+}

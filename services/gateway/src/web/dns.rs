@@ -73,6 +73,18 @@ async fn render(state: &AppState, page: &Page, status: StatusCode, top: &str) ->
     page.render(status, "DNS zones", &body)
 }
 
+/// Waits (briefly) until the projector lists a new zone, so that the page after the redirect
+/// shows it.
+async fn visible(state: &AppState, owner: &str, zone: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if zones::list(state, owner).await.is_ok_and(|zs| zs.iter().any(|z| z.zone == zone)) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
 /// `GET /dns`
 pub async fn get_dns(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<DnsQuery>) -> Response {
     let page = match Page::require(&state, &headers, "/dns").await {
@@ -105,6 +117,7 @@ pub async fn post_dns(State(state): State<AppState>, headers: HeaderMap, Form(fo
     let user = page.user;
     match zones::delegate(&state, user, form.zone.as_deref().unwrap_or("")).await {
         Ok(view) => {
+            visible(&state, &page.session.user_id, &view.zone).await;
             let q: String = url::form_urlencoded::byte_serialize(view.zone.as_bytes()).collect();
             Redirect::to(&format!("/dns?delegated={q}")).into_response()
         }
