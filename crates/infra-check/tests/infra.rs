@@ -803,3 +803,199 @@ fn every_reference_resolves() {
     };
     assert_eq!(class.spec.as_ref().and_then(|s| s.controller.as_deref()), Some("traefik.io/ingress-controller"));
 }
+
+/// The scheduler's ClusterRole grants what the Kubernetes driver does
+/// (services/scheduler/src/k8s): apply, read, list (garbage collection) and delete.
+#[test]
+fn the_scheduler_may_do_what_its_kubernetes_driver_does() {
+    let documents = documents();
+    let role = documents
+        .iter()
+        .find_map(|d| match &d.object {
+            Object::ClusterRole(r) if d.name == "deploy-mcp-scheduler" => Some(r),
+            _ => None,
+        })
+        .expect("the scheduler's ClusterRole");
+    let allowed = |group: &str, resource: &str, verb: &str| {
+        role.rules.iter().flatten().any(|r| {
+            r.api_groups.iter().flatten().any(|g| g == group)
+                && r.resources.iter().flatten().any(|x| x == resource)
+                && r.verbs.iter().any(|v| v == verb)
+        })
+    };
+    let applied = ["get", "list", "patch", "delete"];
+    let needs: [(&str, &str, &[&str]); 11] = [
+        ("", "namespaces", &applied),
+        ("", "resourcequotas", &["patch"]),
+        ("", "limitranges", &["patch"]),
+        ("", "secrets", &applied),
+        ("", "services", &applied),
+        ("", "persistentvolumeclaims", &applied),
+        ("", "pods", &["list"]),
+        ("", "pods/log", &["get"]),
+        ("apps", "deployments", &applied),
+        ("networking.k8s.io", "ingresses", &applied),
+        ("networking.k8s.io", "networkpolicies", &["patch"]),
+    ];
+    for (group, resource, verbs) in needs {
+        for verb in verbs {
+            assert!(allowed(group, resource, verb), "the scheduler may not {verb} {resource} (group `{group}`)");
+        }
+    }
+}
+
+/// One instruction of the Containerfile: its keyword and the rest, continuation lines joined.
+#[derive(Debug, Clone)]
+struct Instruction {
+    keyword: String,
+    args: String,
+}
+
+/// The Containerfile's instructions by stage (split at each `FROM`), as a builder reads them:
+/// comment lines dropped (also inside continued instructions), `\`-continued lines joined.
+fn containerfile_stages() -> Vec<Vec<Instruction>> {
+    let path = repo().join("Containerfile");
+    let text = std::fs::read_to_string(&path).expect("a Containerfile at the repository root");
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(part) => {
+                current.push_str(part);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                let (keyword, args) = current.trim().split_once(char::is_whitespace).expect("an instruction");
+                let keyword = keyword.to_owned();
+                assert_eq!(keyword, keyword.to_uppercase(), "instructions are upper case: {keyword}");
+                let known =
+                    ["FROM", "ARG", "LABEL", "RUN", "COPY", "USER", "ENV", "WORKDIR", "ENTRYPOINT", "CMD", "EXPOSE"];
+                assert!(known.contains(&keyword.as_str()), "unknown instruction {keyword}");
+                instructions.push(Instruction { keyword, args: args.split_whitespace().collect::<Vec<_>>().join(" ") });
+                current.clear();
+            }
+        }
+    }
+    assert!(current.is_empty(), "the last instruction ends with a continuation");
+    let mut stages: Vec<Vec<Instruction>> = Vec::new();
+    for i in instructions {
+        if i.keyword == "FROM" {
+            stages.push(vec![]);
+        }
+        stages.last_mut().expect("the Containerfile starts with FROM (or ARG before it)").push(i);
+    }
+    stages
+}
+
+/// `key = "value"` of the workspace's `[workspace.package]`.
+fn workspace_package(key: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    let section = text.split("[workspace.package]").nth(1).expect("[workspace.package]");
+    section
+        .lines()
+        .take_while(|l| !l.starts_with('['))
+        .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .unwrap_or_else(|| panic!("{key} in [workspace.package]"))
+}
+
+fn version_numbers(v: &str) -> Vec<u64> {
+    v.split('.').map(|n| n.parse().unwrap_or_else(|_| panic!("a version: {v}"))).collect()
+}
+
+#[test]
+fn the_containerfile_builds_the_image_infra_runs() {
+    let stages = containerfile_stages();
+    assert_eq!(stages.len(), 2, "a build stage and a runtime stage");
+    let (build, runtime) = (&stages[0], &stages[1]);
+
+    // Build: a Rust toolchain at least the workspace's rust-version, the locked release build.
+    let from = &build[0].args;
+    let (image, alias) = from.split_once(" AS ").expect("the build stage is named");
+    assert_eq!(alias, "build");
+    let (_, tag) = image.rsplit_once("rust:").expect("a rust image");
+    let toolchain = tag.strip_suffix("-bookworm").expect("the toolchain on bookworm, as the runtime");
+    assert!(
+        version_numbers(toolchain) >= version_numbers(&workspace_package("rust-version")),
+        "rust {toolchain} is older than the workspace's rust-version"
+    );
+    let runs: Vec<&str> = build.iter().filter(|i| i.keyword == "RUN").map(|i| i.args.as_str()).collect();
+    let cargo = runs.iter().find(|r| r.contains("cargo build")).expect("the build stage runs cargo build");
+    assert!(cargo.contains("cargo build --release --locked -p deploy-mcp"), "{cargo}");
+
+    // Runtime: Debian slim, the binary copied from the build stage as the entrypoint.
+    assert!(runtime[0].args.ends_with("debian:bookworm-slim"), "{}", runtime[0].args);
+    let copy = runtime
+        .iter()
+        .find(|i| i.keyword == "COPY" && i.args.starts_with("--from=build "))
+        .expect("the binary copied from the build stage");
+    let parts: Vec<&str> = copy.args.split(' ').collect();
+    let (source, target) = (parts[1], parts[2]);
+    assert!(
+        source.ends_with("target/release/deploy-mcp") || cargo.contains(&format!("target/release/deploy-mcp {source}")),
+        "the copied file is the release binary: {source}"
+    );
+    let entrypoint = runtime.iter().rfind(|i| i.keyword == "ENTRYPOINT").expect("an ENTRYPOINT");
+    let entrypoint: Vec<String> = serde_json::from_str(&entrypoint.args).expect("ENTRYPOINT in exec form");
+    assert_eq!(entrypoint, [target], "the entrypoint is the copied binary");
+    assert!(!runtime.iter().any(|i| i.keyword == "CMD"), "the manifests' args are the command");
+    let documents = documents();
+    for (service, _) in PLATFORM {
+        let pod = deployment(&documents, service).spec.as_ref().unwrap().template.spec.clone().unwrap();
+        assert_eq!(pod.containers[0].command, None, "{service}: runs through the image's entrypoint");
+    }
+
+    // What the processes run: git http-backend, the sandboxes, image builds, TLS roots.
+    let install = runtime
+        .iter()
+        .find(|i| i.keyword == "RUN" && i.args.contains("apt-get install"))
+        .expect("runtime packages installed");
+    let packages: BTreeSet<&str> = install.args.split([' ', '&']).collect();
+    for needed in ["git", "bubblewrap", "iproute2", "nftables", "buildah", "runc", "ca-certificates"] {
+        assert!(packages.contains(needed), "the runtime lacks {needed}: {}", install.args);
+    }
+
+    // The user non-root platform pods run as.
+    let user = runtime.iter().rfind(|i| i.keyword == "USER").expect("a USER");
+    for (service, _) in PLATFORM {
+        if PRIVILEGED.iter().any(|(p, _)| *p == service) {
+            continue;
+        }
+        let pod = deployment(&documents, service).spec.as_ref().unwrap().template.spec.clone().unwrap();
+        let uid = pod.security_context.and_then(|s| s.run_as_user).unwrap();
+        assert_eq!(user.args, uid.to_string(), "{service} runs as the image's user");
+    }
+
+    // Name and version: the kustomization, Ansible and the image agree, at the workspace's version.
+    let version = workspace_package("version");
+    let arg = runtime
+        .iter()
+        .find_map(|i| i.args.strip_prefix("VERSION=").filter(|_| i.keyword == "ARG"))
+        .expect("ARG VERSION=<default>");
+    assert_eq!(arg, version, "the image's default VERSION");
+    let labels = runtime.iter().filter(|i| i.keyword == "LABEL").map(|i| i.args.as_str()).collect::<Vec<_>>().join(" ");
+    assert!(labels.contains(r#"org.opencontainers.image.title="deploy-mcp""#), "{labels}");
+    assert!(labels.contains(r#"org.opencontainers.image.version="${VERSION}""#), "{labels}");
+    let kustomization: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(k8s_dir().join("kustomization.yaml")).unwrap()).unwrap();
+    let image = kustomization["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "deploy-mcp")
+        .expect("the kustomization sets the deploy-mcp image");
+    let all = group_vars("all/main.yml");
+    assert_eq!(image["newTag"].as_str(), Some(version.as_str()), "the kustomization's tag");
+    assert_eq!(all["deploy_mcp_version"].as_str(), Some(version.as_str()), "Ansible's deploy_mcp_version");
+    assert_eq!(image["newName"], all["deploy_mcp_image"], "the kustomization's and Ansible's image name");
+    assert!(image["newName"].as_str().unwrap().ends_with("/deploy-mcp"));
+
+    // The build context leaves the (large) build output out.
+    let ignore = std::fs::read_to_string(repo().join(".containerignore")).expect("a .containerignore");
+    assert!(ignore.lines().any(|l| l.trim() == "target/" || l.trim() == "target"), "target/ is not sent");
+}
