@@ -589,6 +589,13 @@ EOF
 
 # --- everything -------------------------------------------------------------------------------
 
+# --- headless Chromium for the web pages' browser tests --------------------------------------
+
+setup_browser() {
+	need_apt chromium chromium-driver
+	command -v chromedriver >/dev/null 2>&1 || dm_die "chromedriver is not on PATH after installing chromium-driver"
+}
+
 setup_all() {
 	mkdir -p "$DEPLOY_MCP_CACHE"
 	setup_tools

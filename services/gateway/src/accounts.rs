@@ -144,11 +144,11 @@ pub async fn revoke_api_key(commands: &Commands, prefix: &str) -> Result<(UserId
 }
 
 /// Revokes `owner`'s key with this prefix; a key of another account is "not found".
-pub async fn revoke_own_api_key(commands: &Commands, owner: UserId, prefix: &str) -> Result<(), AccountError> {
+pub async fn revoke_own_api_key(commands: &Commands, owner: UserId, prefix: &str) -> Result<ApiKeyId, AccountError> {
     let prefix = prefix.trim();
     let claim: Claim = commands.load(&ClaimKind::ApiKeyPrefix.claim_id(prefix)).await.map_err(store_error)?;
     match claim.holder {
-        Some(h) if h.owner == owner => revoke_api_key(commands, prefix).await.map(|_| ()),
+        Some(h) if h.owner == owner => revoke_api_key(commands, prefix).await.map(|(_, key)| key),
         _ => Err(AccountError::KeyNotFound(prefix.to_owned())),
     }
 }

@@ -17,6 +17,13 @@ pub struct DnsQuery {
     pub delegated: Option<String>,
 }
 
+/// An RFC 3339 time as people read it.
+fn readable(t: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|t| html::when(t.with_timezone(&chrono::Utc)))
+        .unwrap_or_else(|_| t.to_owned())
+}
+
 fn zone_html(z: &ZoneView) -> String {
     let ns: String = z.nameservers.iter().map(|n| format!("<li><code>{}</code></li>", escape(n))).collect();
     let missing = if z.missing.is_empty() {
@@ -27,10 +34,10 @@ fn zone_html(z: &ZoneView) -> String {
     let cert = z
         .certificate_valid_until
         .as_deref()
-        .map(|t| format!("<p>Wildcard certificate valid until {}.</p>", escape(t)))
+        .map(|t| format!("<p>Wildcard certificate valid until {}.</p>", escape(&readable(t))))
         .unwrap_or_default();
     let expiry = if z.status == "pending" {
-        format!("<p>Publish the records before {}, or the delegation expires.</p>", escape(&z.expires_at))
+        format!("<p>Publish the records before {}, or the delegation expires.</p>", escape(&readable(&z.expires_at)))
     } else {
         String::new()
     };

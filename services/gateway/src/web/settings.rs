@@ -172,8 +172,15 @@ pub async fn revoke_key(State(state): State<AppState>, headers: HeaderMap, Form(
     let user = page.user;
     let prefix = form.prefix.as_deref().unwrap_or("").trim();
     match accounts::revoke_own_api_key(&state.commands, user, prefix).await {
-        Ok(()) => {
+        Ok(key_id) => {
             tracing::info!(user = %user, key = %prefix, "web: API key revoked");
+            // Let the projector record it, so that the page after the redirect shows it.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while std::time::Instant::now() < deadline
+                && state.store.api_key_active(&key_id.to_string()).await.unwrap_or(false)
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
             let q: String = url::form_urlencoded::byte_serialize(prefix.as_bytes()).collect();
             Redirect::to(&format!("/settings?revoked={q}")).into_response()
         }
