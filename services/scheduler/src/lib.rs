@@ -8,6 +8,7 @@
 //! service aggregate decides, so a redelivered event changes nothing.
 
 mod driver;
+mod edges;
 mod health;
 pub mod k8s;
 mod local;
@@ -88,10 +89,8 @@ type Slot = Arc<Mutex<Option<Current>>>;
 struct Scheduler {
     config: Config,
     services: Arc<Mutex<HashMap<ServiceId, Slot>>>,
-    /// Custom domains by service: routed like the service's own host.
-    aliases: Arc<std::sync::Mutex<HashMap<ServiceId, std::collections::BTreeSet<String>>>>,
-    /// Each active zone's certificate by zone name, for runtimes with their own ingress.
-    zone_certs: Arc<std::sync::Mutex<std::collections::BTreeMap<String, ZoneCert>>>,
+    /// Custom domains by service (routed like the service's own host) and zone certificates.
+    edges: Arc<std::sync::Mutex<edges::Edges>>,
     reports: mpsc::Sender<Report>,
     /// Handlers stop with the scheduler; their unacknowledged events are redelivered.
     shutdown: CancellationToken,
@@ -105,8 +104,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let scheduler = Scheduler {
         config: config.clone(),
         services: Arc::default(),
-        aliases: Arc::default(),
-        zone_certs: Arc::default(),
+        edges: Arc::default(),
         reports,
         shutdown: shutdown.clone(),
     };
@@ -391,7 +389,7 @@ impl Scheduler {
 
     /// Points the service's host and its custom domains at `upstream`.
     fn route(&self, service: ServiceId, host: &str, upstream: router::Upstream) {
-        let aliases = self.aliases.lock().expect("not poisoned").get(&service).cloned().unwrap_or_default();
+        let aliases = self.edges.lock().expect("not poisoned").domains(service);
         for alias in &aliases {
             self.config.routes.set(alias, upstream.clone());
         }
@@ -400,22 +398,7 @@ impl Scheduler {
 
     /// The service's custom domains and the certificates covering them or `host`.
     fn edge(&self, service: ServiceId, host: &str) -> Edge {
-        let domains: Vec<String> = self
-            .aliases
-            .lock()
-            .expect("not poisoned")
-            .get(&service)
-            .map(|d| d.iter().cloned().collect())
-            .unwrap_or_default();
-        let certs = self
-            .zone_certs
-            .lock()
-            .expect("not poisoned")
-            .values()
-            .filter(|c| c.covers(host) || domains.iter().any(|d| c.covers(d)))
-            .cloned()
-            .collect();
-        Edge { domains, certs }
+        self.edges.lock().expect("not poisoned").edge(service, host)
     }
 
     /// Hands the service's current edge to its running deployment, if any.
@@ -451,23 +434,25 @@ impl Scheduler {
             chain_pem: cert.chain_pem.clone(),
             key_pem: key,
         };
-        self.zone_certs.lock().expect("not poisoned").insert(spec.zone.clone(), cert.clone());
+        self.edges.lock().expect("not poisoned").set_cert(cert.clone());
         let slots: Vec<(ServiceId, Slot)> =
             self.services.lock().await.iter().map(|(s, slot)| (*s, slot.clone())).collect();
-        let covered: Vec<ServiceId> = {
-            let aliases = self.aliases.lock().expect("not poisoned");
-            let mut covered = Vec::new();
-            for (service, slot) in slots {
-                let host = slot.try_lock().ok().and_then(|c| c.as_ref().map(|c| c.host.clone()));
-                let domains = aliases.get(&service);
-                // A slot busy deploying is covered too: its next launch reads the new certificate,
-                // and updating it again costs one idempotent apply.
-                if host.is_none_or(|h| cert.covers(&h)) || domains.is_some_and(|d| d.iter().any(|d| cert.covers(d))) {
-                    covered.push(service);
-                }
+        let mut covered = Vec::new();
+        for (service, slot) in slots {
+            let host = match slot.try_lock() {
+                Ok(current) => match current.as_ref() {
+                    Some(c) => Some(c.host.clone()),
+                    None => continue, // nothing runs
+                },
+                // Busy deploying: its launch may predate the certificate, so it hears of it
+                // after (one idempotent apply at worst).
+                Err(_) => None,
+            };
+            let edges = self.edges.lock().expect("not poisoned");
+            if host.is_none_or(|h| edges.concerns(service, &h, &cert)) {
+                covered.push(service);
             }
-            covered
-        };
+        }
         for service in covered {
             self.update_edge(service).await?;
         }
@@ -479,13 +464,11 @@ impl Scheduler {
         let Ok(d) = self.config.commands.load::<domain::CustomDomain>(domain_id).await else { return Ok(()) };
         let Some(spec) = d.spec else { return Ok(()) };
         if d.removed {
-            if let Some(set) = self.aliases.lock().expect("not poisoned").get_mut(&spec.service) {
-                set.remove(&spec.domain);
-            }
+            self.edges.lock().expect("not poisoned").remove_domain(spec.service, &spec.domain);
             self.config.routes.remove(&spec.domain);
             return self.update_edge(spec.service).await;
         }
-        self.aliases.lock().expect("not poisoned").entry(spec.service).or_default().insert(spec.domain.clone());
+        self.edges.lock().expect("not poisoned").add_domain(spec.service, spec.domain.clone());
         {
             let slot = self.slot(spec.service).await;
             let current = slot.lock().await;
@@ -500,7 +483,7 @@ impl Scheduler {
     async fn restore_edges(&self) -> Result<(), Error> {
         for d in self.config.store.all_domains().await? {
             if let Ok(service) = d.service_id.parse::<ServiceId>() {
-                self.aliases.lock().expect("not poisoned").entry(service).or_default().insert(d.domain);
+                self.edges.lock().expect("not poisoned").add_domain(service, d.domain);
             }
         }
         // Nothing runs yet: installing only fills the router and the certificate table.
@@ -518,7 +501,8 @@ impl Scheduler {
             self.config.routes.remove(&current.host);
             current.running.stop().await;
         }
-        for alias in self.aliases.lock().expect("not poisoned").remove(&service).unwrap_or_default() {
+        let aliases = self.edges.lock().expect("not poisoned").forget(service);
+        for alias in aliases {
             self.config.routes.remove(&alias);
         }
         self.config.driver.forget(service).await;
