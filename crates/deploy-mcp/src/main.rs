@@ -115,6 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             writeln!(out, "Deploy MCP is running.")?;
             writeln!(out, "  MCP URL:  {mcp}")?;
             writeln!(out, "  API key:  {key}")?;
+            writeln!(out, "  Web:      {}/settings (API keys), /dns (zones)", public.trim_end_matches('/'))?;
             if let Some(router) = running.router_addr {
                 let port = settings.apps_port.unwrap_or(router.port());
                 writeln!(out, "  Apps:     http://<service>.{}:{port}", settings.base_domain)?;
