@@ -150,6 +150,11 @@ mod helpers {
     pub struct Fake(pub Arc<Mutex<State>>);
 
     impl Fake {
+        /// The same cluster (and fake) through a driver with another configuration.
+        pub fn driver_with(driver: &KubernetesDriver, config: K8sConfig) -> KubernetesDriver {
+            KubernetesDriver { config, ..driver.clone() }
+        }
+
         pub fn calls(&self) -> Vec<Call> {
             self.0.lock().unwrap().calls.clone()
         }
@@ -1223,6 +1228,15 @@ mod cluster_edges {
             applied["spec"]["template"]["spec"]["volumes"][1],
             json!({"name": "data-0", "persistentVolumeClaim": {"claimName": format!("{NAME}-db")}})
         );
+
+        // Deployed again with another size configured: the existing claim is only read.
+        fake.clear_calls();
+        let resized = K8sConfig { volume_size: "5Gi".into(), storage_class: Some("other".into()), ..config() };
+        let again = helpers::Fake::driver_with(&driver, resized);
+        again.deploy(&with_volume(launch(DEPLOYMENT, "0123abc"))).await.unwrap();
+        let touching: Vec<_> = fake.lines().into_iter().filter(|l| l.contains("persistentvolumeclaims")).collect();
+        assert_eq!(touching, [format!("GET {claim}")], "an existing claim is left as it is");
+        assert_eq!(fake.with(|s| s.objects[&claim]["spec"]["resources"]["requests"]["storage"].clone()), "1Gi");
 
         fake.clear_calls();
         Running::stop(Box::new(running)).await;

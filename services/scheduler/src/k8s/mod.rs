@@ -34,7 +34,7 @@ use async_trait::async_trait;
 use events::{ServiceId, UserId};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, Toleration};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service, Toleration};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, Resource};
@@ -206,9 +206,7 @@ impl KubernetesDriver {
 
         self.apply(&manifests::secret(&app)).await?;
         self.apply_tls(&app).await?;
-        for claim in manifests::volume_claims(&self.config, &app) {
-            self.apply(&claim).await?;
-        }
+        self.ensure_claims(&app).await?;
         let applied = self.apply(&manifests::deployment(&self.config, &app)).await?;
         self.apply(&manifests::service(&app)).await?;
         self.apply(&manifests::ingress(&self.config, &app)).await?;
@@ -249,6 +247,20 @@ impl KubernetesDriver {
     async fn apply_tls(&self, app: &App) -> Result<(), StartError> {
         for (cert, _) in app.certified_hosts() {
             self.apply(&manifests::tls_secret(&app.names, cert)).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates the app's missing volume claims. An existing claim is left as it is: its class
+    /// is immutable and it can only grow, so a changed size or class setting applies to new
+    /// claims only instead of failing every deploy of existing services.
+    async fn ensure_claims(&self, app: &App) -> Result<(), StartError> {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &app.names.namespace);
+        for claim in manifests::volume_claims(&self.config, app) {
+            let name = claim.metadata.name.clone().unwrap_or_default();
+            if claims.get_opt(&name).await.map_err(unavailable)?.is_none() {
+                self.apply(&claim).await?;
+            }
         }
         Ok(())
     }
