@@ -425,3 +425,17 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The status of an MCP `tools/list` with this bearer token: whether the gateway takes it.
+pub async fn mcp_status(mcp_url: &str, token: &str) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .post(mcp_url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {token}"))
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#)
+        .send()
+        .await
+        .expect("the gateway answers")
+        .status()
+}

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use deploy_mcp_tests::{TestPlatform, eventually, unique};
+use deploy_mcp_tests::{TestPlatform, eventually, mcp_status, unique};
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -97,19 +97,6 @@ async fn text(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
 }
 
-async fn mcp_status(p: &TestPlatform, key: &str) -> StatusCode {
-    reqwest::Client::new()
-        .post(p.mcp_url())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("authorization", format!("Bearer {key}"))
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#)
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[expect(clippy::print_stdout, reason = "the screenshots' paths are what this test produces for people")]
 async fn sign_up_create_list_revoke_a_key_and_delegate_a_zone_in_chromium() {
@@ -136,7 +123,7 @@ async fn sign_up_create_list_revoke_a_key_and_delegate_a_zone_in_chromium() {
     let key = text(&c, "#new-key").await;
     assert!(key.starts_with("dk_live_") && key.len() == 48, "the key is shown: {key}");
     shots.push(shot(&c, &dir, "03-key-created").await);
-    assert_eq!(mcp_status(&p, &key).await, StatusCode::OK, "the new key works");
+    assert_eq!(mcp_status(&p.mcp_url(), &key).await, StatusCode::OK, "the new key works");
 
     c.goto(&format!("{}/settings", p.base_url)).await.unwrap();
     let prefix = &key[..16];
@@ -150,7 +137,7 @@ async fn sign_up_create_list_revoke_a_key_and_delegate_a_zone_in_chromium() {
     shots.push(shot(&c, &dir, "05-key-revoked").await);
     eventually(Duration::from_secs(10), "the revoked key refused", || {
         let (p, key) = (&p, key.clone());
-        async move { (mcp_status(p, &key).await == StatusCode::UNAUTHORIZED).then_some(()) }
+        async move { (mcp_status(&p.mcp_url(), &key).await == StatusCode::UNAUTHORIZED).then_some(()) }
     })
     .await;
 

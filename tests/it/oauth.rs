@@ -178,16 +178,7 @@ async fn exchange(
 }
 
 async fn tools_list(p: &TestPlatform, token: &str) -> StatusCode {
-    http()
-        .post(p.mcp_url())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("authorization", format!("Bearer {token}"))
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#)
-        .send()
-        .await
-        .unwrap()
-        .status()
+    deploy_mcp_tests::mcp_status(&p.mcp_url(), token).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

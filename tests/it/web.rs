@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use deploy_mcp::Components;
-use deploy_mcp_tests::{TestPlatform, eventually, shared_nats_url};
+use deploy_mcp_tests::{TestPlatform, eventually, mcp_status, shared_nats_url};
 use github::fake::{FakeGithubLogin, FakeUser};
 use reqwest::StatusCode;
 
@@ -114,19 +114,6 @@ impl WebClient {
     }
 }
 
-async fn mcp_status(p: &TestPlatform, key: &str) -> StatusCode {
-    reqwest::Client::new()
-        .post(p.mcp_url())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("authorization", format!("Bearer {key}"))
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#)
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
 /// The key shown once on the page.
 pub fn shown_key(html: &str) -> String {
     let start = html.find("id=\"new-key\">").expect("the new key is shown") + "id=\"new-key\">".len();
@@ -170,7 +157,7 @@ async fn keys_are_created_once_listed_with_last_use_and_revoked_for_good() {
     assert!(!listed.body.contains(&key), "a key is shown once");
     assert!(listed.body.contains("never"), "not used yet");
 
-    assert_eq!(mcp_status(&p, &key).await, StatusCode::OK);
+    assert_eq!(mcp_status(&p.mcp_url(), &key).await, StatusCode::OK);
     eventually(Duration::from_secs(10), "the last use on the settings page", || {
         let base = p.base_url.clone();
         let cookies = web.cookies.clone();
@@ -190,7 +177,7 @@ async fn keys_are_created_once_listed_with_last_use_and_revoked_for_good() {
     let res = eve.post("/settings/keys/revoke", &[("csrf", &eve_csrf), ("prefix", &prefix)]).await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
     assert!(res.body.contains("not found"), "{}", res.body);
-    assert_eq!(mcp_status(&p, &key).await, StatusCode::OK);
+    assert_eq!(mcp_status(&p.mcp_url(), &key).await, StatusCode::OK);
 
     let res = web.post("/settings/keys/revoke", &[("csrf", &csrf), ("prefix", &prefix)]).await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
@@ -198,7 +185,7 @@ async fn keys_are_created_once_listed_with_last_use_and_revoked_for_good() {
     assert!(revoked.body.contains("is revoked"), "{}", revoked.body);
     eventually(Duration::from_secs(10), "the revoked key refused", || {
         let (p, key) = (&p, key.clone());
-        async move { (mcp_status(p, &key).await == StatusCode::UNAUTHORIZED).then_some(()) }
+        async move { (mcp_status(&p.mcp_url(), &key).await == StatusCode::UNAUTHORIZED).then_some(()) }
     })
     .await;
 

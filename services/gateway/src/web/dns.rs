@@ -7,8 +7,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use super::Page;
 use super::html::{self, escape, hidden};
-use super::{Page, session};
 use crate::AppState;
 use crate::zones::{self, ZoneError, ZoneView};
 
@@ -114,13 +114,10 @@ pub struct DelegateForm {
 
 /// `POST /dns`: asks to delegate a zone (the same call as `POST /api/zones`).
 pub async fn post_dns(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<DelegateForm>) -> Response {
-    let page = match Page::require(&state, &headers, "/dns").await {
+    let page = match Page::submitted(&state, &headers, "/dns", form.csrf.as_deref()).await {
         Ok(p) => p,
         Err(res) => return res,
     };
-    if !session::csrf_ok(&headers, form.csrf.as_deref()) {
-        return session::csrf_refused();
-    }
     let user = page.user;
     match zones::delegate(&state, user, form.zone.as_deref().unwrap_or("")).await {
         Ok(view) => {

@@ -66,6 +66,20 @@ impl Page {
         Ok(Self { session, user, csrf, set_csrf })
     }
 
+    /// `require`, for a form post: the form's CSRF token must match too.
+    pub async fn submitted(
+        state: &AppState,
+        headers: &HeaderMap,
+        here: &str,
+        csrf: Option<&str>,
+    ) -> Result<Self, Response> {
+        let page = Self::require(state, headers, here).await?;
+        if !session::csrf_ok(headers, csrf) {
+            return Err(session::csrf_refused());
+        }
+        Ok(page)
+    }
+
     /// A page of this user's.
     pub fn render(&self, status: StatusCode, title: &str, body: &str) -> Response {
         let mut res = html::respond(status, html::layout(title, Some((&self.session.email, &self.csrf)), body));

@@ -9,8 +9,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use super::Page;
 use super::html::{self, escape, hidden};
-use super::{Page, session};
 use crate::AppState;
 use crate::accounts::{self, AccountError};
 
@@ -118,13 +118,10 @@ pub struct CreateForm {
 /// `POST /settings/keys`: the new key is in this response only (no redirect: it must never be
 /// in a URL or history).
 pub async fn create_key(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<CreateForm>) -> Response {
-    let page = match Page::require(&state, &headers, "/settings").await {
+    let page = match Page::submitted(&state, &headers, "/settings", form.csrf.as_deref()).await {
         Ok(p) => p,
         Err(res) => return res,
     };
-    if !session::csrf_ok(&headers, form.csrf.as_deref()) {
-        return session::csrf_refused();
-    }
     let user = page.user;
     let label = form.label.as_deref().unwrap_or("").trim();
     if label.is_empty() || label.chars().count() > MAX_LABEL || label.chars().any(char::is_control) {
@@ -162,13 +159,10 @@ pub struct RevokeForm {
 
 /// `POST /settings/keys/revoke`: revokes one of the user's keys (another user's is not found).
 pub async fn revoke_key(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<RevokeForm>) -> Response {
-    let page = match Page::require(&state, &headers, "/settings").await {
+    let page = match Page::submitted(&state, &headers, "/settings", form.csrf.as_deref()).await {
         Ok(p) => p,
         Err(res) => return res,
     };
-    if !session::csrf_ok(&headers, form.csrf.as_deref()) {
-        return session::csrf_refused();
-    }
     let user = page.user;
     let prefix = form.prefix.as_deref().unwrap_or("").trim();
     match accounts::revoke_own_api_key(&state.commands, user, prefix).await {
