@@ -380,6 +380,23 @@ async fn an_rmcp_oauth_client_connects_and_asks_who_it_is() {
     let client = deploy_mcp_tests::mcp_client(&p.mcp_url(), &token).await.unwrap();
     let me = deploy_mcp_tests::tool_ok(deploy_mcp_tests::call_tool(&client, "whoami", json!({})).await);
     assert_eq!(me["email"], "rmcp@example.test", "{me}");
+
+    // The new account has its place on the git server: a repository there takes a push.
+    let namespace = format!("{}/git/{}/", p.base_url, me["user_id"].as_str().unwrap());
+    assert_eq!(me["git_namespace"], namespace.as_str());
+    let repo =
+        deploy_mcp_tests::tool_ok(deploy_mcp_tests::call_tool(&client, "create_repo", json!({"name": "first"})).await);
+    assert_eq!(repo["clone_url"], format!("{namespace}first.git"));
+    let creds = deploy_mcp_tests::tool_ok(
+        deploy_mcp_tests::call_tool(&client, "get_git_token", json!({"name": "first"})).await,
+    );
+    let work = deploy_mcp_tests::Scratch::new();
+    deploy_mcp_tests::git(&work.0, &["init", "-q"]).unwrap();
+    deploy_mcp_tests::commit(&work.0, "index.html", "<h1>hello</h1>");
+    for c in serde_json::from_value::<Vec<String>>(creds["commands"].clone()).unwrap() {
+        let args: Vec<&str> = c.strip_prefix("git ").unwrap().split(' ').collect();
+        deploy_mcp_tests::git(&work.0, &args).unwrap_or_else(|e| panic!("`{c}` failed: {e}"));
+    }
     client.cancel().await.unwrap();
 }
 

@@ -73,6 +73,9 @@ pub struct WhoAmI {
     pub api_key_prefix: String,
     /// What this account may use.
     pub limits: LimitsView,
+    /// The account's place on the platform's git server: its repositories are
+    /// `<git_namespace><name>.git` (push with a token from `get_git_token`).
+    pub git_namespace: String,
     /// The GitHub App installation linked with `connect_github`, if any.
     pub github: Option<GithubLinkView>,
 }
@@ -587,6 +590,7 @@ impl McpServer {
                 max_memory_mb: l.max_memory_mb,
                 max_cpu_millis: l.max_cpu_millis,
             },
+            git_namespace: format!("{}/git/{}/", self.state.public_url, p.user_id),
             github: p.github.clone().map(|(installation_id, account)| GithubLinkView { installation_id, account }),
         }))
     }
