@@ -12,5 +12,6 @@ mod oauth;
 mod projector;
 mod relay;
 mod resources;
+mod runtime_edges;
 mod tidy;
 mod web;
