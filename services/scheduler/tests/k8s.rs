@@ -580,9 +580,11 @@ mod manifests {
             [
                 ("limits.cpu", "40"),
                 ("limits.memory", "40Gi"),
+                ("persistentvolumeclaims", "100"),
                 ("pods", "200"),
                 ("requests.cpu", "40"),
-                ("requests.memory", "40Gi")
+                ("requests.memory", "40Gi"),
+                ("requests.storage", "100Gi")
             ]
         );
         let limits = manifests::limit_range(&names).spec.unwrap().limits;

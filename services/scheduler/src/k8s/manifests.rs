@@ -69,11 +69,15 @@ pub struct Quota {
     /// Memory as a Kubernetes quantity (`40Gi`).
     pub memory: String,
     pub pods: u32,
+    /// Storage all volume claims may request together (`100Gi`): volumes fill the run nodes'
+    /// disks otherwise.
+    pub storage: String,
+    pub volume_claims: u32,
 }
 
 impl Default for Quota {
     fn default() -> Self {
-        Self { cpu: "40".into(), memory: "40Gi".into(), pods: 200 }
+        Self { cpu: "40".into(), memory: "40Gi".into(), pods: 200, storage: "100Gi".into(), volume_claims: 100 }
     }
 }
 
@@ -260,6 +264,8 @@ pub fn resource_quota(quota: &Quota, names: &Names) -> ResourceQuota {
         ("requests.memory", quota.memory.clone()),
         ("limits.memory", quota.memory.clone()),
         ("pods", quota.pods.to_string()),
+        ("requests.storage", quota.storage.clone()),
+        ("persistentvolumeclaims", quota.volume_claims.to_string()),
     ];
     ResourceQuota {
         metadata: names.meta(QUOTA_NAME, names.owner_labels()),

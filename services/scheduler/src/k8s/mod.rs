@@ -86,7 +86,7 @@ pub struct K8sConfig {
 
 impl K8sConfig {
     /// The defaults: field manager `deploy-mcp`, namespaces `dm-<owner>`, a quota of 40 CPU,
-    /// 40Gi and 200 pods, the run pool as infra/ labels it, Traefik in `kube-system`, no
+    /// 40Gi, 200 pods and 100 volume claims of 100Gi in all, the run pool as infra/ labels it, Traefik in `kube-system`, no
     /// wildcard TLS Secret, 1Gi volumes of the default storage class, 5 minutes for a rollout,
     /// pods read every 5 seconds once live.
     pub fn new(registry: impl Into<String>) -> Self {
