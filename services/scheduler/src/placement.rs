@@ -49,5 +49,10 @@ impl Placement for CommandPlacement {
 /// kubeconfig).
 pub async fn kubernetes_driver(commands: Arc<Commands>, config: K8sConfig) -> Result<KubernetesDriver, String> {
     let client = kube::Client::try_default().await.map_err(|e| format!("no Kubernetes cluster to talk to: {e}"))?;
-    Ok(KubernetesDriver { client, config, placement: Arc::new(CommandPlacement { commands }) })
+    Ok(KubernetesDriver {
+        client,
+        config,
+        placement: Arc::new(CommandPlacement { commands }),
+        watches: Default::default(),
+    })
 }

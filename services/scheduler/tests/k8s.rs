@@ -217,7 +217,8 @@ mod helpers {
             }
         });
         let client = kube::Client::new(svc, "default");
-        (KubernetesDriver { client, config, placement: Arc::new(Fixed(fake.clone())) }, fake)
+        let placement = Arc::new(Fixed(fake.clone()));
+        (KubernetesDriver { client, config, placement, watches: Default::default() }, fake)
     }
 
     fn not_found() -> (StatusCode, String) {
@@ -371,9 +372,14 @@ mod helpers {
         })
     }
 
-    /// A pod of a live deployment: its container `app` restarted `restarts` times (the last
-    /// time ending as `last_state`), ready or not.
+    /// A pod of the live deployment `DEPLOYMENT`: its container `app` restarted `restarts`
+    /// times (the last time ending as `last_state`), ready or not.
     pub fn live_pod(name: &str, restarts: i32, ready: bool, last_state: Value) -> Value {
+        pod_of(super::DEPLOYMENT, name, restarts, ready, last_state)
+    }
+
+    /// The same, of `deployment`.
+    pub fn pod_of(deployment: &str, name: &str, restarts: i32, ready: bool, last_state: Value) -> Value {
         let state = if ready {
             json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}})
         } else {
@@ -381,7 +387,9 @@ mod helpers {
         };
         json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name},
+            "metadata": {"name": name, "labels": {
+                "app.kubernetes.io/managed-by": "deploy-mcp", "deploy-mcp.dev/deployment": deployment,
+            }},
             "status": {"containerStatuses": [{
                 "name": "app", "image": super::IMAGE, "imageID": "", "ready": ready, "restartCount": restarts,
                 "state": state, "lastState": last_state,
@@ -867,8 +875,9 @@ mod driver {
         format!("GET /api/v1/namespaces/{NS}/pods")
     }
 
+    /// Without the pod watch's readings (`start` registers one).
     fn without_pod_lists(lines: Vec<String>) -> Vec<String> {
-        lines.into_iter().filter(|l| *l != list_pods()).collect()
+        lines.into_iter().filter(|l| l != "GET /api/v1/pods").collect()
     }
 
     fn deletes(secret: &str) -> Vec<String> {
@@ -1130,11 +1139,11 @@ mod driver {
 /// API server.
 mod cluster_edges {
     use scheduler::k8s::gc::{self, Scope};
-    use scheduler::k8s::watch::Watch;
+    use scheduler::k8s::watch::Watches;
     use scheduler::{Driver, Report, Running};
     use serde_json::json;
 
-    use super::helpers::{self, live_pod, snapshot};
+    use super::helpers::{self, live_pod, pod_of, snapshot};
     use super::*;
 
     fn tls_secret_path(name: &str) -> String {
@@ -1247,10 +1256,12 @@ mod cluster_edges {
     }
 
     #[tokio::test]
-    async fn a_live_deployments_crashes_and_recovery_are_reported() {
+    async fn a_live_deployments_crashes_and_recovery_are_reported_from_one_reading_for_all() {
         let (driver, fake) = helpers::driver(config());
         let exited = json!({"terminated": {"exitCode": 1, "reason": "Error"}});
         let oom = json!({"terminated": {"exitCode": 137, "reason": "OOMKilled"}});
+        // Another live deployment's pod, restarting all along, in every reading.
+        let other = |restarts| pod_of(NEXT_DEPLOYMENT, "q", restarts, false, json!({"terminated": {"exitCode": 9}}));
         fake.with(|s| {
             s.pod_readings = [
                 live_pod("p", 2, true, exited.clone()), // the baseline: earlier restarts are history
@@ -1260,19 +1271,19 @@ mod cluster_edges {
                 live_pod("p", 4, true, oom.clone()),
             ]
             .into_iter()
-            .map(|p| vec![p])
+            .enumerate()
+            .map(|(i, p)| vec![p, other(i as i32)])
             .collect();
-            s.pods = vec![live_pod("p", 4, true, oom)];
+            s.pods = vec![live_pod("p", 4, true, oom), other(5)];
         });
+        let watches = Watches::default();
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        let stop = tokio_util::sync::CancellationToken::new();
-        let watch = Watch {
-            service_id: SERVICE.parse().unwrap(),
-            deployment_id: DEPLOYMENT.parse().unwrap(),
-            interval: Duration::from_millis(1),
-        };
-        let pods = kube::Api::namespaced(driver.client.clone(), NS);
-        let task = tokio::spawn(watch.run(pods, tx, stop.clone()));
+        let interval = Duration::from_millis(1);
+        let ours =
+            watches.register(&driver.client, interval, SERVICE.parse().unwrap(), DEPLOYMENT.parse().unwrap(), tx);
+        let (other_tx, mut other_rx) = tokio::sync::mpsc::channel(16);
+        let next = NEXT_DEPLOYMENT.parse().unwrap();
+        let theirs = watches.register(&driver.client, interval, SERVICE.parse().unwrap(), next, other_tx);
         let mut got = vec![];
         for _ in 0..4 {
             let report = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a report").unwrap();
@@ -1298,14 +1309,29 @@ mod cluster_edges {
         };
         tokio::time::timeout(Duration::from_secs(5), more).await.expect("the watch kept reading");
         assert!(rx.try_recv().is_err(), "a state read again was reported again");
-        let list = fake.calls().into_iter().find(|c| c.path.ends_with("/pods")).unwrap();
+        // The other deployment's restarts went to its own watch only.
+        let theirs_report = other_rx.try_recv().expect("the other deployment's crash");
         assert!(
-            list.query.contains(&format!("labelSelector=deploy-mcp.dev%2Fdeployment%3D{DEPLOYMENT}")),
-            "{}",
-            list.query
+            matches!(theirs_report, Report::Crashed { exit_code: Some(9), deployment_id, .. } if deployment_id == next)
         );
-        stop.cancel();
-        task.await.unwrap();
+        // One reading for all: every pod of the platform, across namespaces.
+        let lists: Vec<_> = fake.calls().into_iter().filter(|c| c.path.ends_with("/pods")).collect();
+        assert!(lists.iter().all(|c| c.path == "/api/v1/pods"), "one cluster-wide reading");
+        let selector = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddeploy-mcp%2Cdeploy-mcp.dev%2Fdeployment";
+        assert!(lists[0].query.contains(selector), "{}", lists[0].query);
+
+        // The readings stop after the last watch ends.
+        drop((ours, theirs));
+        let stopped = async {
+            loop {
+                let before = reads();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if reads() == before {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), stopped).await.expect("the readings stopped");
     }
 
     #[tokio::test]

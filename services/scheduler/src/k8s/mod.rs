@@ -42,7 +42,6 @@ use router::Upstream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
-use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::driver::{Driver, Edge, Launch, Report, Running, StartError, Unavailable};
 pub use manifests::{App, Names, Quota};
@@ -185,6 +184,8 @@ pub struct KubernetesDriver {
     pub client: Client,
     pub config: K8sConfig,
     pub placement: Arc<dyn Placement>,
+    /// The pod watches of the live deployments (one reading of the cluster's pods for all).
+    pub watches: watch::Watches,
 }
 
 impl Debug for KubernetesDriver {
@@ -310,16 +311,15 @@ impl Driver for KubernetesDriver {
     async fn start(&self, launch: Launch, reports: mpsc::Sender<Report>) -> Result<Box<dyn Running>, StartError> {
         let target = self.placement.target(&launch).await?;
         let mut running = self.deploy(&K8sLaunch { launch, target }).await?;
-        let stop = CancellationToken::new();
-        let names = running.names().clone();
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &names.namespace);
-        let watch = watch::Watch {
-            service_id: names.service_id,
-            deployment_id: names.deployment_id,
-            interval: self.config.watch_interval,
-        };
-        tokio::spawn(watch.run(pods, reports, stop.clone()));
-        running._watch = Some(Arc::new(stop.drop_guard()));
+        let names = running.names();
+        let guard = self.watches.register(
+            &self.client,
+            self.config.watch_interval,
+            names.service_id,
+            names.deployment_id,
+            reports,
+        );
+        running._watch = Some(Arc::new(guard));
         Ok(Box::new(running))
     }
 
@@ -354,8 +354,8 @@ pub struct K8sRunning {
     driver: KubernetesDriver,
     /// What was applied: the Ingress is rebuilt from it when the edge changes.
     app: App,
-    /// Stops the pod watch when the last handle goes (stopped or dropped).
-    _watch: Option<Arc<DropGuard>>,
+    /// Ends the pod watch when the last handle goes (stopped or dropped).
+    _watch: Option<Arc<watch::WatchGuard>>,
 }
 
 impl Debug for K8sRunning {

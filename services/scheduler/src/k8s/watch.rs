@@ -1,4 +1,5 @@
-//! After a deployment went live: its pods, read every few seconds, turned into the reports the
+//! After a deployment went live: its pods, read every few seconds ([`Watches`]: one reading of
+//! the platform's pods for every live deployment), turned into the reports the
 //! local driver sends — [`Report::Crashed`] for each restart of the app's container (the kubelet
 //! restarts it with back-off, as the local supervisor does) and [`Report::Recovered`] once every
 //! pod is ready again after a crash.
@@ -9,17 +10,17 @@
 //! at-least-once in effect: the service aggregate counts each crash and makes a recovery of a
 //! live deployment a no-op.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use events::{DeploymentId, ServiceId};
 use k8s_openapi::api::core::v1::{ContainerState, Pod};
-use kube::Api;
 use kube::api::ListParams;
+use kube::{Api, Client};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::manifests::DEPLOYMENT_LABEL;
+use super::manifests::{DEPLOYMENT_LABEL, MANAGED_BY};
 use crate::driver::Report;
 
 /// What changed in a deployment's pods since the previous reading.
@@ -103,53 +104,114 @@ fn ready(pod: &Pod) -> bool {
     !statuses.is_empty() && statuses.iter().all(|c| c.ready)
 }
 
-/// The poll loop of one live deployment.
-#[derive(Debug, Clone)]
-pub struct Watch {
-    pub service_id: ServiceId,
-    pub deployment_id: DeploymentId,
-    pub interval: Duration,
+/// The pod watches of every live deployment, served by one reading of the cluster's pods per
+/// interval: one LIST of the platform's pods (by label, across namespaces) for all of them,
+/// not one per deployment. The reading starts with the first watch and stops after the last.
+#[derive(Clone, Default)]
+pub struct Watches(Arc<Mutex<Registry>>);
+
+#[derive(Default)]
+struct Registry {
+    entries: HashMap<DeploymentId, Entry>,
+    /// Tells a watch from its replacement (the same deployment started again).
+    next_id: u64,
+    polling: bool,
 }
 
-impl Watch {
-    /// Reads the deployment's pods every `interval` until `stop`, sending a report per change.
-    /// An unreachable API server is waited out (the pods keep running without it).
-    pub async fn run(self, pods: Api<Pod>, reports: mpsc::Sender<Report>, stop: CancellationToken) {
-        let selector = ListParams::default().labels(&format!("{DEPLOYMENT_LABEL}={}", self.deployment_id));
-        let mut fold = PodWatch::new();
+struct Entry {
+    id: u64,
+    service_id: ServiceId,
+    fold: PodWatch,
+    reports: mpsc::Sender<Report>,
+}
+
+/// Ends one deployment's watch when dropped.
+pub struct WatchGuard {
+    watches: Watches,
+    deployment_id: DeploymentId,
+    id: u64,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        let mut registry = self.watches.0.lock().expect("not poisoned");
+        if registry.entries.get(&self.deployment_id).is_some_and(|e| e.id == self.id) {
+            registry.entries.remove(&self.deployment_id);
+        }
+    }
+}
+
+impl Watches {
+    /// Watches the pods of `deployment_id` (labelled so by the driver) until the guard drops,
+    /// sending a report per change. The first watch starts reading every `interval`.
+    pub fn register(
+        &self,
+        client: &Client,
+        interval: Duration,
+        service_id: ServiceId,
+        deployment_id: DeploymentId,
+        reports: mpsc::Sender<Report>,
+    ) -> WatchGuard {
+        let mut registry = self.0.lock().expect("not poisoned");
+        registry.next_id += 1;
+        let id = registry.next_id;
+        registry.entries.insert(deployment_id, Entry { id, service_id, fold: PodWatch::new(), reports });
+        if !registry.polling {
+            registry.polling = true;
+            tokio::spawn(self.clone().poll(Api::all(client.clone()), interval));
+        }
+        WatchGuard { watches: self.clone(), deployment_id, id }
+    }
+
+    /// Reads the platform's pods every `interval` while any watch is registered. An unreachable
+    /// API server is waited out (the pods keep running without it).
+    async fn poll(self, pods: Api<Pod>, interval: Duration) {
+        let selector = ListParams::default().labels(&format!("{}={},{DEPLOYMENT_LABEL}", MANAGED_BY.0, MANAGED_BY.1));
         loop {
-            let listed = tokio::select! {
-                listed = pods.list(&selector) => listed,
-                _ = stop.cancelled() => return,
-            };
-            match listed {
+            {
+                let mut registry = self.0.lock().expect("not poisoned");
+                if registry.entries.is_empty() {
+                    registry.polling = false;
+                    return;
+                }
+            }
+            match pods.list(&selector).await {
                 Ok(list) => {
-                    let report = match fold.observe(&list.items) {
-                        Some(Change::Crashed { exit_code, out_of_memory }) => Some(Report::Crashed {
-                            service_id: self.service_id,
-                            deployment_id: self.deployment_id,
-                            exit_code,
-                            out_of_memory,
-                        }),
-                        Some(Change::Recovered) => Some(Report::Recovered {
-                            service_id: self.service_id,
-                            deployment_id: self.deployment_id,
-                            upstream: None,
-                        }),
-                        None => None,
+                    let mut by_deployment: HashMap<String, Vec<Pod>> = HashMap::new();
+                    for pod in list.items {
+                        if let Some(d) = pod.metadata.labels.as_ref().and_then(|l| l.get(DEPLOYMENT_LABEL)) {
+                            by_deployment.entry(d.clone()).or_default().push(pod);
+                        }
+                    }
+                    let reports: Vec<(mpsc::Sender<Report>, Report)> = {
+                        let mut registry = self.0.lock().expect("not poisoned");
+                        registry
+                            .entries
+                            .iter_mut()
+                            .filter_map(|(deployment_id, e)| {
+                                let pods = by_deployment.remove(&deployment_id.to_string()).unwrap_or_default();
+                                let change = e.fold.observe(&pods)?;
+                                Some((e.reports.clone(), report(e.service_id, *deployment_id, change)))
+                            })
+                            .collect()
                     };
-                    if let Some(report) = report
-                        && reports.send(report).await.is_err()
-                    {
-                        return; // the scheduler is gone
+                    for (to, report) in reports {
+                        // A scheduler gone is no reason to stop reading for the others.
+                        let _ = to.send(report).await;
                     }
                 }
-                Err(e) => tracing::debug!(deployment = %self.deployment_id, error = %e, "pods not read; retrying"),
+                Err(e) => tracing::debug!(error = %e, "pods not read; retrying"),
             }
-            tokio::select! {
-                _ = tokio::time::sleep(self.interval) => {}
-                _ = stop.cancelled() => return,
-            }
+            tokio::time::sleep(interval).await;
         }
+    }
+}
+
+fn report(service_id: ServiceId, deployment_id: DeploymentId, change: Change) -> Report {
+    match change {
+        Change::Crashed { exit_code, out_of_memory } => {
+            Report::Crashed { service_id, deployment_id, exit_code, out_of_memory }
+        }
+        Change::Recovered => Report::Recovered { service_id, deployment_id, upstream: None },
     }
 }
