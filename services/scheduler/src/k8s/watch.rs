@@ -5,10 +5,10 @@
 //! pod is ready again after a crash.
 //!
 //! The pure fold [`PodWatch::observe`] compares restart counts with the previous reading, so a
-//! state read twice reports nothing twice. The first reading is the baseline: restarts before
-//! it (a previous scheduler process's, already reported) are not reported again. Reports are
-//! at-least-once in effect: the service aggregate counts each crash and makes a recovery of a
-//! live deployment a no-op.
+//! state read twice reports nothing twice. The first reading is the baseline: restarts from
+//! before it (while no scheduler watched) are not reported, so a restarted scheduler never
+//! reports a crash twice. A report lost in between (the scheduler stopping) is not repeated;
+//! a recovery reported twice is a no-op for the service aggregate.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
