@@ -34,10 +34,7 @@ const PLATFORM: [(&str, &str); 6] = [
     ("builder", "build"),
 ];
 /// Platform pods that must run privileged as root, and why. Everything else runs as non-root.
-const PRIVILEGED: [(&str, &str); 2] = [
-    ("builder", "build sandboxes (namespaces, cgroups, nftables) and buildah"),
-    ("scheduler", "it sets up the local sandbox host at start, even with the Kubernetes driver"),
-];
+const PRIVILEGED: [(&str, &str); 1] = [("builder", "build sandboxes (namespaces, cgroups, nftables) and buildah")];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the repository root")
@@ -392,7 +389,7 @@ fn every_workload_is_sized_and_placed_on_a_pool_it_tolerates() {
 }
 
 #[test]
-fn platform_pods_run_as_non_root_but_the_two_that_need_the_host() {
+fn platform_pods_run_as_non_root_but_the_builder() {
     let documents = documents();
     for w in workloads(&documents) {
         let spec = w.spec();
@@ -416,7 +413,8 @@ fn platform_pods_run_as_non_root_but_the_two_that_need_the_host() {
         }
         // Only the scheduler talks to the Kubernetes API.
         if w.namespace == Some(NAMESPACE) {
-            assert_eq!(spec.automount_service_account_token, Some(false), "{}: no API token", w.name);
+            let token = spec.automount_service_account_token;
+            assert_eq!(token, Some(w.name == "scheduler"), "{}: an API token only for the scheduler", w.name);
         }
     }
     let scheduler = deployment(&documents, "scheduler").spec.as_ref().unwrap().template.spec.as_ref().unwrap();
