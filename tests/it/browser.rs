@@ -85,16 +85,39 @@ async fn shot(c: &Client, dir: &std::path::Path, name: &str) -> PathBuf {
     path
 }
 
+/// Waits until the browser is on `path` (a click's navigation may still be under way), or
+/// fails with the page it is on.
+async fn arrive(c: &Client, path: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if c.current_url().await.unwrap().path() == path {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("not on {path}: {}", c.source().await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The element, once the page has it (a click's navigation may still be under way).
+async fn element(c: &Client, css: &str) -> fantoccini::elements::Element {
+    match c.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css(css)).await {
+        Ok(e) => e,
+        Err(e) => panic!("no `{css}` ({e}) on {}", c.source().await.unwrap()),
+    }
+}
+
 async fn fill(c: &Client, css: &str, text: &str) {
-    c.find(Locator::Css(css)).await.unwrap().send_keys(text).await.unwrap();
+    element(c, css).await.send_keys(text).await.unwrap();
 }
 
 async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
+    element(c, css).await.click().await.unwrap();
 }
 
 async fn text(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+    element(c, css).await.text().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,7 +137,7 @@ async fn sign_up_create_list_revoke_a_key_and_delegate_a_zone_in_chromium() {
     fill(&c, "#email", "browser@example.test").await;
     fill(&c, "#password", "correct horse battery").await;
     click(&c, "button[value=sign_up]").await;
-    assert_eq!(c.current_url().await.unwrap().path(), "/settings");
+    arrive(&c, "/settings").await;
     assert!(c.source().await.unwrap().contains("You have no API keys yet"));
     shots.push(shot(&c, &dir, "02-settings").await);
 
@@ -144,6 +167,7 @@ async fn sign_up_create_list_revoke_a_key_and_delegate_a_zone_in_chromium() {
     click(&c, "a[href='/dns']").await;
     fill(&c, "#zone", "browser-apps.example.test").await;
     click(&c, "form[action='/dns'] button").await;
+    assert!(text(&c, ".notice").await.contains("browser-apps.example.test"));
     let page = c.source().await.unwrap();
     for expected in ["_dp-verify.browser-apps.example.test", "pending", "NS records"] {
         assert!(page.contains(expected), "{expected} on the DNS page");
@@ -151,7 +175,7 @@ async fn sign_up_create_list_revoke_a_key_and_delegate_a_zone_in_chromium() {
     shots.push(shot(&c, &dir, "06-zone-delegated").await);
 
     click(&c, "form[action='/signout'] button").await;
-    assert_eq!(c.current_url().await.unwrap().path(), "/signin");
+    arrive(&c, "/signin").await;
     c.close().await.unwrap();
     for s in &shots {
         println!("screenshot: {}", s.display());
