@@ -132,9 +132,13 @@ async fn keys_are_created_once_listed_with_last_use_and_revoked_for_good() {
     let settings = web.sign_up("ada@example.test").await;
     assert_eq!(settings.status, StatusCode::OK);
     assert!(settings.body.contains("You have no API keys yet"), "{}", settings.body);
-    let user =
-        p.adapters.store.user(&namespace(&settings.body)).await.unwrap().expect("the git namespace is the account");
-    assert_eq!(user.email, "ada@example.test");
+    let user_id = namespace(&settings.body);
+    let user = eventually(Duration::from_secs(10), "the account in the read model", || {
+        let (store, id) = (p.adapters.store.clone(), user_id.clone());
+        async move { store.user(&id).await.ok().flatten() }
+    })
+    .await;
+    assert_eq!(user.email, "ada@example.test", "the git namespace is the account");
     let csrf = field(&settings.body, "csrf");
 
     // Every form needs the CSRF token.

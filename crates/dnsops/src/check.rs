@@ -158,6 +158,13 @@ fn host(name: &Name) -> String {
     name.to_ascii().trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// The ownership TXT name users are told first: `_dp-verify.<zone>`, under the zone itself.
+/// Seen only while the parent still answers for it; [`verification_name`] is the sibling that
+/// stays visible whatever the order of publishing.
+pub fn txt_name(zone: &str) -> String {
+    format!("_dp-verify.{zone}")
+}
+
 /// Where the ownership TXT record of `zone` lives. For a subdomain zone (`apps.example.com`) it is
 /// `apps._dp-verify.example.com`: a sibling in the parent zone, next to the delegation NS records. The
 /// obvious `_dp-verify.apps.example.com` would sit below the zone cut, so once the NS records exist the parent's

@@ -7,7 +7,7 @@
 mod check;
 mod pdns;
 
-pub use check::{Checker, Verification, verification_name, verify_delegation};
+pub use check::{Checker, Verification, txt_name, verification_name, verify_delegation};
 pub use pdns::PowerDns;
 
 /// Errors, sorted by what the caller must do.

@@ -66,11 +66,6 @@ pub fn platform_owner() -> events::UserId {
     "usr_00000000000000000000000001".parse().expect("a valid id")
 }
 
-/// Where users publish a zone's ownership TXT record.
-pub fn txt_name(zone: &str) -> String {
-    format!("_dp-verify.{zone}")
-}
-
 struct Check {
     txt_ok: bool,
     ns_ok: bool,
@@ -388,7 +383,7 @@ impl Dns {
         let v = dnsops::verify_delegation(checker, &spec.zone, &spec.txt_value, &self.config.nameservers)
             .await
             .map_err(|e| e.to_string())?;
-        let primary = txt_name(&spec.zone);
+        let primary = dnsops::txt_name(&spec.zone);
         let at_primary = checker.txt(&primary).await.unwrap_or_default();
         let txt_ok = zone.txt_seen || v.txt_ok || at_primary.contains(&spec.txt_value);
         let mut missing = Vec::new();

@@ -77,17 +77,13 @@ pub struct ZoneView {
     pub certificate_valid_until: Option<String>,
 }
 
-pub fn txt_name(zone: &str) -> String {
-    format!("_dp-verify.{zone}")
-}
-
 fn view(config: &ZonesConfig, row: &store::rows::ZoneRow) -> ZoneView {
     ZoneView {
         zone: row.zone.clone(),
         status: row.status.clone(),
-        txt_name: txt_name(&row.zone),
+        txt_name: dnsops::txt_name(&row.zone),
         txt_value: row.txt_value.clone(),
-        txt_alternative_name: dnsops::verification_name(&row.zone).unwrap_or_else(|_| txt_name(&row.zone)),
+        txt_alternative_name: dnsops::verification_name(&row.zone).unwrap_or_else(|_| dnsops::txt_name(&row.zone)),
         nameservers: config.nameservers.clone(),
         missing: serde_json::from_value(row.missing.clone()).unwrap_or_default(),
         expires_at: row.expires_at.to_rfc3339(),
@@ -149,9 +145,9 @@ pub async fn delegate(state: &AppState, owner: UserId, raw: &str) -> Result<Zone
     Ok(ZoneView {
         zone: spec.zone.clone(),
         status: format!("{:?}", z.status).to_lowercase(),
-        txt_name: txt_name(&spec.zone),
+        txt_name: dnsops::txt_name(&spec.zone),
         txt_value: spec.txt_value.clone(),
-        txt_alternative_name: dnsops::verification_name(&spec.zone).unwrap_or_else(|_| txt_name(&spec.zone)),
+        txt_alternative_name: dnsops::verification_name(&spec.zone).unwrap_or_else(|_| dnsops::txt_name(&spec.zone)),
         nameservers: state.zones.nameservers.clone(),
         missing: z.missing.clone(),
         expires_at: spec.expires_at.to_rfc3339(),

@@ -101,10 +101,8 @@ pub async fn get_authorize(
 pub struct SignInForm {
     #[serde(flatten)]
     pub params: AuthorizeParams,
-    pub csrf: Option<String>,
-    pub email: Option<String>,
-    pub password: Option<String>,
-    pub action: Option<String>,
+    #[serde(flatten)]
+    pub credentials: signin::Credentials,
 }
 
 /// `POST /oauth/authorize`: sign in (or sign up), then show the consent screen.
@@ -114,18 +112,16 @@ pub async fn post_authorize(
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Response {
-    if !session::csrf_ok(&headers, form.csrf.as_deref()) {
+    if !session::csrf_ok(&headers, form.credentials.csrf.as_deref()) {
         return session::csrf_refused();
     }
     let (valid, name, uri) = match check(&state, &form.params).await {
         Ok(v) => v,
         Err(e) => return refuse(&state, e),
     };
-    let csrf = form.csrf.clone().unwrap_or_default();
+    let csrf = form.credentials.csrf.clone().unwrap_or_default();
     let peer = peer.map(|Extension(ConnectInfo(p))| p);
-    let signed =
-        signin::authenticate(&state, peer, form.email.as_deref(), form.password.as_deref(), form.action.as_deref())
-            .await;
+    let signed = signin::authenticate(&state, peer, &form.credentials).await;
     let (user, email) = match signed {
         Ok(v) => v,
         Err((status, notice)) => {

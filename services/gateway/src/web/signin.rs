@@ -27,16 +27,24 @@ fn unavailable(e: impl std::fmt::Display) -> Refusal {
     (StatusCode::SERVICE_UNAVAILABLE, "Sign-in is temporarily unavailable; try again shortly.".into())
 }
 
+/// The fields of every sign-in form (the web pages' and the OAuth flow's).
+#[derive(Debug, Deserialize)]
+pub struct Credentials {
+    pub csrf: Option<String>,
+    pub email: Option<String>,
+    pub password: Option<String>,
+    /// `sign_up`, or anything else to sign in.
+    pub action: Option<String>,
+}
+
 /// Signs in (`action` other than `sign_up`) or signs up, throttled per IP address and per
 /// e-mail address. Returns the user and their normalised e-mail.
 pub async fn authenticate(
     state: &AppState,
     peer: Option<SocketAddr>,
-    email: Option<&str>,
-    password: Option<&str>,
-    action: Option<&str>,
+    form: &Credentials,
 ) -> Result<(UserId, String), Refusal> {
-    let Ok(email) = accounts::normalize_email(email.unwrap_or("")) else {
+    let Ok(email) = accounts::normalize_email(form.email.as_deref().unwrap_or("")) else {
         return Err((StatusCode::BAD_REQUEST, "Enter a valid e-mail address.".into()));
     };
     let now = Instant::now();
@@ -54,8 +62,8 @@ pub async fn authenticate(
             "Too many sign-in attempts for this e-mail address. Wait a minute, then try again.".into(),
         ));
     }
-    let password = password.unwrap_or_default();
-    let user = match action {
+    let password = form.password.as_deref().unwrap_or_default();
+    let user = match form.action.as_deref() {
         Some("sign_up") => sign_up(state, &email, password).await?,
         _ => sign_in(state, &email, password).await?,
     };
@@ -138,10 +146,8 @@ pub async fn get_signin(State(state): State<AppState>, headers: HeaderMap, Query
 
 #[derive(Debug, Deserialize)]
 pub struct SignInForm {
-    pub csrf: Option<String>,
-    pub email: Option<String>,
-    pub password: Option<String>,
-    pub action: Option<String>,
+    #[serde(flatten)]
+    pub credentials: Credentials,
     pub next: Option<String>,
 }
 
@@ -152,20 +158,19 @@ pub async fn post_signin(
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Response {
-    if !session::csrf_ok(&headers, form.csrf.as_deref()) {
+    let form_csrf = form.credentials.csrf.as_deref();
+    if !session::csrf_ok(&headers, form_csrf) {
         return session::csrf_refused();
     }
     let next = session::safe_next(form.next.as_deref());
     let peer = peer.map(|Extension(ConnectInfo(p))| p);
-    let (user, email) =
-        match authenticate(&state, peer, form.email.as_deref(), form.password.as_deref(), form.action.as_deref()).await
-        {
-            Ok(v) => v,
-            Err((status, message)) => {
-                let csrf = form.csrf.as_deref().unwrap_or_default();
-                return html::respond(status, sign_in_page(&state, next, csrf, Some(&message)));
-            }
-        };
+    let (user, email) = match authenticate(&state, peer, &form.credentials).await {
+        Ok(v) => v,
+        Err((status, message)) => {
+            let page = sign_in_page(&state, next, form_csrf.unwrap_or_default(), Some(&message));
+            return html::respond(status, page);
+        }
+    };
     signed_in(&state, user, &email, next).await
 }
 
