@@ -68,6 +68,20 @@ impl Delivery {
         self.msg.ack_with(AckKind::Progress).await.map_err(unavailable)
     }
 
+    /// Runs `work`, telling JetStream every few seconds that the message is still being
+    /// handled, so that a long build or start is not redelivered meanwhile.
+    pub async fn in_progress<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(Duration::from_secs(3));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick() => { let _ = self.progress().await; }
+            }
+        }
+    }
+
     /// Asks for redelivery after `delay` (the work could not be done yet).
     pub async fn retry_after(&self, delay: Duration) -> Result<()> {
         self.msg.ack_with(AckKind::Nak(Some(delay))).await.map_err(unavailable)

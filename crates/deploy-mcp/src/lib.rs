@@ -229,14 +229,16 @@ pub async fn start(
             data_dir: settings.data_dir.clone(),
             driver: match settings.runtime.as_str() {
                 "kubernetes" => {
-                    let registry = settings.registry.clone().context(
-                        "DEPLOY_MCP_RUNTIME=kubernetes needs DEPLOY_MCP_REGISTRY (where the cluster pulls app images)",
-                    )?;
+                    // The cluster runs only images the builder pushed.
+                    anyhow::ensure!(
+                        settings.registry.is_some(),
+                        "DEPLOY_MCP_RUNTIME=kubernetes needs DEPLOY_MCP_REGISTRY (where the cluster pulls app images)"
+                    );
                     let k8s_config = scheduler::k8s::K8sConfig {
                         storage_class: settings.k8s_storage_class.clone(),
                         volume_size: settings.k8s_volume_size.clone(),
                         tls_secret: settings.k8s_tls_secret.clone(),
-                        ..scheduler::k8s::K8sConfig::new(registry)
+                        ..scheduler::k8s::K8sConfig::default()
                     };
                     let k8s = scheduler::kubernetes_driver(commands.clone(), k8s_config)
                         .await

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus::{Delivery, LogSink};
+use bus::LogSink;
 use chrono::Utc;
 use cqrs_es::AggregateError;
 use domain::{Rejection, Service, ServiceCommand, Status};
@@ -31,6 +31,9 @@ pub fn manifest_path(data_dir: &Path, artifact: &str) -> PathBuf {
 pub(crate) async fn consume(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let mut batches = config.bus.batches_until("EVENTS", "builder", 64, shutdown.clone()).await?;
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    // Deployments being built here: a redelivery of one (its ack wait ran out under load) is
+    // left to the task that holds it, never built a second time at once.
+    let in_flight: Arc<std::sync::Mutex<std::collections::HashSet<DeploymentId>>> = Arc::default();
     while let Some(batch) = batches.next().await {
         let batch = batch?;
         for delivery in batch {
@@ -46,17 +49,24 @@ pub(crate) async fn consume(config: Config, shutdown: CancellationToken) -> Resu
             let service = decoded.id.aggregate_id;
             match event {
                 ServiceEvent::DeploymentRequested { deployment_id, commit_sha, .. } => {
-                    let permit = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
-                    let config = config.clone();
-                    let shutdown = shutdown.clone();
+                    if !in_flight.lock().expect("lock").insert(deployment_id) {
+                        continue;
+                    }
+                    let (config, shutdown, slots) = (config.clone(), shutdown.clone(), slots.clone());
+                    let in_flight = in_flight.clone();
                     tokio::spawn(async move {
-                        let _permit = permit;
                         let job = Job { config: &config, service: &service, deployment_id, commit_sha };
-                        // Keeps the message ours while the build runs.
-                        let outcome = tokio::select! {
-                            o = with_progress(&delivery, job.run()) => o,
-                            _ = shutdown.cancelled() => return,
+                        // Keeps the message ours while it waits for a slot and while it builds.
+                        let work = async {
+                            let _permit = slots.acquire().await.expect("the semaphore is never closed");
+                            job.run().await
                         };
+                        let outcome = tokio::select! {
+                            o = delivery.in_progress(work) => Some(o),
+                            _ = shutdown.cancelled() => None,
+                        };
+                        in_flight.lock().expect("lock").remove(&deployment_id);
+                        let Some(outcome) = outcome else { return };
                         match outcome {
                             Ok(()) => {
                                 let _ = delivery.ack().await;
@@ -79,21 +89,8 @@ pub(crate) async fn consume(config: Config, shutdown: CancellationToken) -> Resu
     Ok(())
 }
 
-/// Runs `work`, telling JetStream every few seconds that the message is still being handled.
-async fn with_progress<T>(delivery: &Delivery, work: impl Future<Output = T>) -> T {
-    tokio::pin!(work);
-    let mut tick = tokio::time::interval(Duration::from_secs(3));
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            out = &mut work => return out,
-            _ = tick.tick() => { let _ = delivery.progress().await; }
-        }
-    }
-}
-
-/// The outputs of a deleted service's deployments go with it (a later build of the same commit
-/// by another service simply builds again).
+/// The outputs of a deleted service's deployments go with it (outputs are keyed by service, so
+/// no other service is serving from them).
 async fn remove_artifacts(config: &Config, service: &str) {
     let Ok(state) = config.commands.load::<Service>(service).await else { return };
     for artifact in state.deployments.values().filter_map(|d| d.artifact.as_deref()) {
@@ -183,13 +180,19 @@ impl Job<'_> {
                 })
             })?;
             log.platform(format!("plan: {}", plan.describe())).await;
-            let key = format!("{}-{}", self.commit_sha, &plan.key()[..16]);
+            // Per service: deleting a service removes its outputs, which another service's
+            // deployment of the same commit must not be serving from.
+            let key =
+                format!("{}-{}-{}", spec.service_id.to_string().to_lowercase(), self.commit_sha, &plan.key()[..16]);
             let out = artifact_dir(data, &key);
-            if tokio::fs::try_exists(manifest_path(data, &key)).await.unwrap_or(false) {
-                let manifest: Option<ArtifactManifest> =
-                    tokio::fs::read(manifest_path(data, &key)).await.ok().and_then(|b| serde_json::from_slice(&b).ok());
-                let image = manifest.and_then(|m| m.image.and_then(|i| i.pushed).or(m.pushed));
-                return Ok(Built { artifact: key, plan, cached: true, image });
+            let cached: Option<ArtifactManifest> =
+                tokio::fs::read(manifest_path(data, &key)).await.ok().and_then(|b| serde_json::from_slice(&b).ok());
+            if let Some(m) = cached {
+                let image = m.image.and_then(|i| i.pushed).or(m.pushed);
+                // Output built before a registry was configured has no image to pull: build again.
+                if self.config.registry.is_none() || image.is_some() {
+                    return Ok(Built { artifact: key, plan, cached: true, image });
+                }
             }
             let mut manifest = ArtifactManifest {
                 provider: plan.provider.as_str().to_owned(),

@@ -180,16 +180,7 @@ impl Scheduler {
         let result = match event {
             ServiceEvent::BuildSucceeded { deployment_id, .. } => {
                 failing = Some(deployment_id);
-                let progress = async {
-                    loop {
-                        tokio::time::sleep(Duration::from_secs(3)).await;
-                        let _ = delivery.progress().await;
-                    }
-                };
-                tokio::select! {
-                    r = self.deploy(service, deployment_id) => r,
-                    _ = progress => unreachable!("the progress loop never ends"),
-                }
+                delivery.in_progress(self.deploy(service, deployment_id)).await
             }
             ServiceEvent::ServiceDeleted { .. } => {
                 self.remove(service).await;

@@ -1,4 +1,4 @@
-//! What the cluster driver needs besides a launch (whose namespace, which commit, which image),
+//! What the cluster driver needs besides a launch (whose namespace, which image),
 //! read from the event store, and the driver's construction from the environment's cluster.
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use store::Commands;
 use crate::driver::{Launch, StartError};
 use crate::k8s::{K8sConfig, KubernetesDriver, Placement, Target};
 
-/// Reads the owner, the commit and the pushed image of a launch from the service aggregate.
+/// Reads the owner and the pushed image of a launch from the service aggregate.
 pub struct CommandPlacement {
     pub commands: Arc<Commands>,
 }
@@ -29,7 +29,17 @@ impl Placement for CommandPlacement {
             .deployments
             .get(&launch.deployment_id)
             .ok_or_else(|| StartError::Unavailable("the deployment is unknown".into()))?;
-        Ok(Target { owner: spec.owner, commit_sha: d.commit_sha.clone(), image: d.image.clone() })
+        // A cluster pulls images: a build that pushed none (no registry configured for the
+        // builder) cannot run there, and retrying would not change that.
+        let image = d.image.clone().ok_or_else(|| {
+            StartError::Failed(events::FailureReason::ImagePullFailed {
+                image: String::new(),
+                message: "this deployment was built without pushing an image, so the cluster has nothing to pull: \
+                          the operator must set DEPLOY_MCP_REGISTRY for the builder; then call redeploy_service"
+                    .into(),
+            })
+        })?;
+        Ok(Target { owner: spec.owner, image })
     }
 
     async fn exists(&self, service: ServiceId) -> Result<bool, StartError> {

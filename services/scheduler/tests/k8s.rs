@@ -35,7 +35,7 @@ fn config() -> K8sConfig {
         tls_secret: Some("wildcard-tls".into()),
         rollout_timeout: Duration::from_millis(300),
         poll_interval: Duration::from_millis(1),
-        ..K8sConfig::new("registry.internal:5000")
+        ..K8sConfig::new()
     }
 }
 
@@ -91,7 +91,10 @@ fn launch(deployment: &str, commit: &str) -> K8sLaunch {
             volumes: vec![],
             edge: Default::default(),
         },
-        target: Target { owner: OWNER.parse::<UserId>().unwrap(), commit_sha: commit.into(), image: None },
+        target: Target {
+            owner: OWNER.parse::<UserId>().unwrap(),
+            image: format!("registry.internal:5000/{NS}/{NAME}:{commit}"),
+        },
     }
 }
 
@@ -419,7 +422,7 @@ mod helpers {
 
 /// Pure builders: the fields that matter, asserted one by one, without any I/O.
 mod manifests {
-    use scheduler::k8s::manifests::{self, App, Names, Quota};
+    use scheduler::k8s::manifests::{self, App, Quota};
 
     use super::*;
 
@@ -436,15 +439,6 @@ mod manifests {
         assert_eq!(app.names.service, NAME);
         assert_eq!(app.names.secret, SECRET);
         assert_eq!(app.image, IMAGE);
-        let names = Names::new("dm-", OWNER.parse().unwrap(), SERVICE.parse().unwrap(), DEPLOYMENT.parse().unwrap());
-        assert_eq!(manifests::image_reference("r:5000/", &names, "abc"), format!("r:5000/{NS}/{NAME}:abc"));
-    }
-
-    #[test]
-    fn an_exact_image_overrides_the_tag_reference() {
-        let mut l = launch(DEPLOYMENT, "0123abc");
-        l.target.image = Some("r/x@sha256:00".into());
-        assert_eq!(l.app(&config()).image, "r/x@sha256:00");
     }
 
     #[test]

@@ -144,12 +144,6 @@ pub fn dns_label(id: &str) -> String {
     id.to_lowercase().replace('_', "-")
 }
 
-/// Where the builder pushes a service's image, tagged by commit so the same commit is never
-/// built twice: `<registry>/<owner namespace>/<service>:<commit-sha>`.
-pub fn image_reference(registry: &str, names: &Names, commit_sha: &str) -> String {
-    format!("{}/{}/{}:{commit_sha}", registry.trim_end_matches('/'), names.namespace, names.service)
-}
-
 /// What one deployment runs: everything its per-service manifests are made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct App {

@@ -12,10 +12,9 @@
 //! Secrets and the Ingress. Deleted services' objects, stale Secrets and owner namespaces left
 //! empty are collected ([`gc`]).
 //!
-//! Images: the driver runs `<registry>/<owner namespace>/<service>:<commit-sha>` (see
-//! [`manifests::image_reference`]), where the builder pushes them, unless the [`K8sLaunch`] names
-//! an exact reference. [`Launch`] carries neither the owner nor the commit: a [`Placement`]
-//! supplies them.
+//! Images: the driver runs the exact reference the builder pushed and recorded on the
+//! deployment (by digest). [`Launch`] carries neither the owner nor the image: a [`Placement`]
+//! supplies them, and refuses a deployment built without a registry.
 //!
 //! Architecture invariant: this module knows nothing of the event store or the bus; what it
 //! needs beyond [`Launch`] comes through [`Placement`].
@@ -79,8 +78,12 @@ pub struct K8sConfig {
     pub rollout_timeout: Duration,
     /// How often the Deployment and its pods are read during a rollout.
     pub poll_interval: Duration,
-    /// Where images are pushed and pulled from (`registry.internal:5000`).
-    pub registry: String,
+}
+
+impl Default for K8sConfig {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl K8sConfig {
@@ -88,7 +91,7 @@ impl K8sConfig {
     /// 40Gi, 200 pods and 100 volume claims of 100Gi in all, the run pool as infra/ labels it, Traefik in `kube-system`, no
     /// wildcard TLS Secret, 1Gi volumes of the default storage class, 5 minutes for a rollout,
     /// pods read every 5 seconds once live.
-    pub fn new(registry: impl Into<String>) -> Self {
+    pub fn new() -> Self {
         let (run_pool_selector, tolerations) = manifests::run_pool();
         Self {
             field_manager: "deploy-mcp".into(),
@@ -104,7 +107,6 @@ impl K8sConfig {
             watch_interval: Duration::from_secs(5),
             rollout_timeout: Duration::from_secs(300),
             poll_interval: Duration::from_secs(2),
-            registry: registry.into(),
         }
     }
 
@@ -118,14 +120,11 @@ impl K8sConfig {
 pub struct Target {
     /// Whose namespace the service runs in.
     pub owner: UserId,
-    /// The commit deployed: the image's tag.
-    pub commit_sha: String,
-    /// The exact image when the builder recorded one (e.g. by digest); otherwise the tag
-    /// reference in the registry is used.
-    pub image: Option<String>,
+    /// The exact image the builder pushed (by digest).
+    pub image: String,
 }
 
-/// Finds the owner and commit of a launch (from the service's state, in the platform).
+/// Finds the owner and image of a launch (from the service's state, in the platform).
 #[async_trait]
 pub trait Placement: Send + Sync {
     async fn target(&self, launch: &Launch) -> Result<Target, StartError>;
@@ -149,12 +148,8 @@ impl K8sLaunch {
     pub fn app(&self, config: &K8sConfig) -> App {
         let l = &self.launch;
         let names = Names::new(&config.namespace_prefix, self.target.owner, l.service_id, l.deployment_id);
-        let image = match &self.target.image {
-            Some(image) => image.clone(),
-            None => manifests::image_reference(&config.registry, &names, &self.target.commit_sha),
-        };
         App {
-            image,
+            image: self.target.image.clone(),
             host: l.host.clone(),
             port: l.port,
             env: l.env.clone(),
