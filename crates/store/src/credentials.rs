@@ -26,7 +26,6 @@ type FamilyRow = (String, Value, Vec<u8>, bool, Vec<String>);
 pub struct Session {
     pub user_id: String,
     pub email: String,
-    pub expires_at: DateTime<Utc>,
 }
 
 impl Store {
@@ -118,30 +117,21 @@ impl Store {
         &self,
         digest: &[u8],
         user_id: &str,
-        email: &str,
         request: &Value,
         expires_at: DateTime<Utc>,
     ) -> Result<()> {
         sqlx::query("DELETE FROM oauth_consents WHERE expires_at < now()").execute(&self.pool).await?;
-        let sql =
-            "INSERT INTO oauth_consents (digest, user_id, email, request, expires_at) VALUES ($1, $2, $3, $4, $5)";
-        sqlx::query(sql)
-            .bind(digest)
-            .bind(user_id)
-            .bind(email)
-            .bind(request)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
+        let sql = "INSERT INTO oauth_consents (digest, user_id, request, expires_at) VALUES ($1, $2, $3, $4)";
+        sqlx::query(sql).bind(digest).bind(user_id).bind(request).bind(expires_at).execute(&self.pool).await?;
         Ok(())
     }
 
     /// Takes a pending consent once; `None` when unknown, used or expired.
-    pub async fn take_consent(&self, digest: &[u8]) -> Result<Option<(String, String, Value)>> {
-        let sql = "DELETE FROM oauth_consents WHERE digest = $1 RETURNING user_id, email, request, expires_at";
-        let row: Option<(String, String, Value, DateTime<Utc>)> =
+    pub async fn take_consent(&self, digest: &[u8]) -> Result<Option<(String, Value)>> {
+        let sql = "DELETE FROM oauth_consents WHERE digest = $1 RETURNING user_id, request, expires_at";
+        let row: Option<(String, Value, DateTime<Utc>)> =
             sqlx::query_as(sql).bind(digest).fetch_optional(&self.pool).await?;
-        Ok(row.filter(|r| r.3 > Utc::now()).map(|(u, e, r, _)| (u, e, r)))
+        Ok(row.filter(|r| r.2 > Utc::now()).map(|(u, r, _)| (u, r)))
     }
 
     pub async fn put_session(
@@ -159,10 +149,9 @@ impl Store {
 
     /// The live session of this cookie digest.
     pub async fn session(&self, digest: &[u8]) -> Result<Option<Session>> {
-        let sql = "SELECT user_id, email, expires_at FROM web_sessions WHERE digest = $1 AND expires_at > now()";
-        let row: Option<(String, String, DateTime<Utc>)> =
-            sqlx::query_as(sql).bind(digest).fetch_optional(&self.pool).await?;
-        Ok(row.map(|(user_id, email, expires_at)| Session { user_id, email, expires_at }))
+        let sql = "SELECT user_id, email FROM web_sessions WHERE digest = $1 AND expires_at > now()";
+        let row: Option<(String, String)> = sqlx::query_as(sql).bind(digest).fetch_optional(&self.pool).await?;
+        Ok(row.map(|(user_id, email)| Session { user_id, email }))
     }
 
     pub async fn delete_session(&self, digest: &[u8]) -> Result<()> {

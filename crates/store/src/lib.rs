@@ -53,8 +53,11 @@ pub struct Store {
     pool: PgPool,
 }
 
-const MIGRATIONS: &[(i32, &str)] =
-    &[(1, include_str!("../migrations/0001_event_store.sql")), (2, include_str!("../migrations/0002_credentials.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_event_store.sql")),
+    (2, include_str!("../migrations/0002_credentials.sql")),
+    (3, include_str!("../migrations/0003_credentials_expiry.sql")),
+];
 
 impl Store {
     /// Connects with a bounded pool; fails fast when Postgres is not there.

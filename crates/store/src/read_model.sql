@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS {schema}.api_keys (
     hash       text NOT NULL,
     label      text NOT NULL,
     created_at timestamptz NOT NULL,
-    revoked_at timestamptz
+    revoked_at timestamptz,
+    resource   text
 );
 
 CREATE TABLE IF NOT EXISTS {schema}.repos (

@@ -145,6 +145,8 @@ row! {
         pub label: String,
         pub created_at: DateTime<Utc>,
         pub revoked_at: Option<DateTime<Utc>>,
+        /// The protected resource an OAuth-issued key is bound to.
+        pub resource: Option<String>,
     }
 }
 

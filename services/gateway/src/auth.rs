@@ -88,16 +88,6 @@ impl KeyAuth {
         self
     }
 
-    /// The resource the key is bound to, from its account aggregate (checked once per key).
-    async fn bound_resource(&self, user_id: &str, prefix: &str) -> Result<Option<String>, AuthError> {
-        let commands = store::Commands::new(&self.store);
-        let account: domain::Account = commands.load(user_id).await.map_err(|e| {
-            tracing::warn!(error = %e, "auth: cannot load a key's account");
-            AuthError::Unavailable
-        })?;
-        Ok(account.keys.values().find(|k| k.prefix == prefix).and_then(|k| k.resource.clone()))
-    }
-
     /// Authenticates an `Authorization` header value.
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Arc<Principal>, AuthError> {
         let header = header.ok_or(AuthError::Missing)?;
@@ -184,8 +174,8 @@ impl KeyAuth {
         if row.revoked_at.is_some() {
             return Err(AuthError::Revoked);
         }
-        if let Some(resource) = &self.resource
-            && self.bound_resource(&row.user_id, &row.prefix).await?.is_some_and(|bound| bound != *resource)
+        if let (Some(resource), Some(bound)) = (&self.resource, &row.resource)
+            && bound != resource
         {
             return Err(AuthError::WrongResource);
         }

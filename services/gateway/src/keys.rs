@@ -23,7 +23,8 @@ impl std::fmt::Debug for NewKey {
     }
 }
 
-fn random(len: usize) -> String {
+/// `len` random lowercase letters and digits.
+pub(crate) fn random(len: usize) -> String {
     let mut rng = rand::rng();
     (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }

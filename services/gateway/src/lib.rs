@@ -10,6 +10,7 @@ pub mod github_app;
 pub mod keys;
 pub mod mcp;
 pub mod oauth;
+mod projection;
 pub mod repos;
 pub mod resources;
 pub mod services;

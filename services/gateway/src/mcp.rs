@@ -867,14 +867,7 @@ impl McpServer {
         let live_row = match &row.live_deployment {
             Some(id) => match deployments.iter().find(|d| &d.deployment_id == id) {
                 Some(d) => Some(d.clone()),
-                None => self
-                    .state
-                    .store
-                    .deployments_of(&row.service_id, 100)
-                    .await
-                    .map_err(unavailable)?
-                    .into_iter()
-                    .find(|d| &d.deployment_id == id),
+                None => self.state.store.deployment(id).await.map_err(unavailable)?,
             },
             None => None,
         };

@@ -8,7 +8,6 @@ use chrono::{Duration, Utc};
 use cqrs_es::AggregateError;
 use domain::{Claim, ClaimCommand, CustomDomain, DomainCommand, DomainSpec, Rejection, Zone, ZoneCommand, ZoneSpec};
 use events::{ClaimKind, DomainId, UserId, ZoneId};
-use rand::RngExt as _;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -42,15 +41,20 @@ fn unavailable(e: impl std::fmt::Display) -> ZoneError {
     ZoneError::Unavailable(e.to_string())
 }
 
-impl From<ZoneError> for ApiError {
-    fn from(e: ZoneError) -> Self {
-        let status = match &e {
+impl ZoneError {
+    pub fn status(&self) -> StatusCode {
+        match self {
             ZoneError::Invalid(_) => StatusCode::BAD_REQUEST,
             ZoneError::Taken(_) => StatusCode::CONFLICT,
             ZoneError::NotFound(_) => StatusCode::NOT_FOUND,
             ZoneError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        ApiError::Request { status, message: e.to_string() }
+        }
+    }
+}
+
+impl From<ZoneError> for ApiError {
+    fn from(e: ZoneError) -> Self {
+        ApiError::Request { status: e.status(), message: e.to_string() }
     }
 }
 
@@ -129,7 +133,7 @@ pub async fn delegate(state: &AppState, owner: UserId, raw: &str) -> Result<Zone
     };
     let existing: Zone = state.commands.load(&zone_id.to_string()).await.map_err(unavailable)?;
     if existing.spec.is_none() {
-        let token: String = (0..32).map(|_| ALPHABET[rand::rng().random_range(0..ALPHABET.len())] as char).collect();
+        let token = crate::keys::random(32);
         let spec = ZoneSpec {
             zone_id,
             owner,
@@ -154,8 +158,6 @@ pub async fn delegate(state: &AppState, owner: UserId, raw: &str) -> Result<Zone
         certificate_valid_until: z.certificate.as_ref().map(|c| c.not_after.to_rfc3339()),
     })
 }
-
-const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
 /// The owner's zones (bounded), newest first.
 pub async fn list(state: &AppState, owner: &str) -> Result<Vec<ZoneView>, ZoneError> {

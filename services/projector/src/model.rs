@@ -202,7 +202,7 @@ impl Model {
                 };
                 self.users.insert(user_id, row);
             }
-            AccountEvent::ApiKeyCreated { key_id, prefix, hash, label, created_at, .. } => {
+            AccountEvent::ApiKeyCreated { key_id, prefix, hash, label, created_at, resource } => {
                 let key_id = key_id.to_string();
                 self.api_keys.insert(
                     key_id.clone(),
@@ -215,6 +215,7 @@ impl Model {
                         label,
                         created_at,
                         revoked_at: None,
+                        resource,
                     },
                 );
             }

@@ -95,11 +95,6 @@ impl FakeGithubLogin {
     pub fn sign_in_as(&self, id: u64) {
         lock(&self.shared).signed_in = Some(id);
     }
-
-    /// How many user tokens were issued.
-    pub fn tokens_issued(&self) -> usize {
-        lock(&self.shared).tokens.len()
-    }
 }
 
 fn page(status: StatusCode, text: &str) -> Response {

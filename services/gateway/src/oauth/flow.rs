@@ -60,7 +60,7 @@ async fn consent(
     client: (&str, Option<&str>),
     csrf: &str,
 ) -> Response {
-    match state.oauth.start_consent(user, email, request).await {
+    match state.oauth.start_consent(user, request).await {
         Ok(ticket) => html::respond_with_form_target(
             StatusCode::OK,
             pages::consent(client.0, client.1, email, &request.resource, ticket.expose(), csrf),
@@ -156,7 +156,7 @@ pub async fn post_consent(
         Some(t) => state.oauth.take_consent(t).await,
         None => Ok(None),
     };
-    let (user, _email, request) = match taken {
+    let (user, request) = match taken {
         Ok(Some(v)) => v,
         Ok(None) => {
             return pages::error_page(

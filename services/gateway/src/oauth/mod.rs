@@ -116,28 +116,23 @@ impl OAuth {
     }
 
     /// Remembers a signed-in user's pending consent; the ticket goes in the consent form.
-    pub async fn start_consent(
-        &self,
-        user: UserId,
-        email: &str,
-        request: &ValidRequest,
-    ) -> Result<Secret, store::Error> {
+    pub async fn start_consent(&self, user: UserId, request: &ValidRequest) -> Result<Secret, store::Error> {
         let ticket = Secret::generate();
         let expires = chrono::Utc::now() + chrono::Duration::from_std(CONSENT_TTL).expect("small");
         let request = serde_json::to_value(request).expect("a request serialises");
-        self.store.put_consent(&ticket.digest(), &user.to_string(), email, &request, expires).await?;
+        self.store.put_consent(&ticket.digest(), &user.to_string(), &request, expires).await?;
         Ok(ticket)
     }
 
     /// Takes a pending consent (once); `None` when unknown, used or expired.
-    pub async fn take_consent(&self, ticket: &str) -> Result<Option<(UserId, String, ValidRequest)>, store::Error> {
-        let Some((user, email, request)) = self.store.take_consent(&secret::digest(ticket)).await? else {
+    pub async fn take_consent(&self, ticket: &str) -> Result<Option<(UserId, ValidRequest)>, store::Error> {
+        let Some((user, request)) = self.store.take_consent(&secret::digest(ticket)).await? else {
             return Ok(None);
         };
         let decode = |e: String| store::Error::Decode(e);
         let user = user.parse::<UserId>().map_err(|e| decode(e.to_string()))?;
         let request = serde_json::from_value(request).map_err(|e| decode(e.to_string()))?;
-        Ok(Some((user, email, request)))
+        Ok(Some((user, request)))
     }
 }
 

@@ -1,8 +1,6 @@
 //! `POST /oauth/token`: the authorization_code and refresh_token grants. The access token is a
 //! real API key (`dk_live_…`); refresh tokens rotate. Errors are RFC 6749 §5.2 JSON.
 
-use std::time::Instant;
-
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -122,7 +120,7 @@ async fn issue(state: &AppState, grant: RefreshGrant, rotated: Option<(String, s
         Err(e) => return server_error(e),
     };
     let prefix = issued.key.prefix.clone();
-    visible(state, &prefix).await;
+    crate::projection::key_visible(state, &prefix).await;
     let refresh_token = match rotated {
         Some((family, token)) => match state.oauth.grants.add_key(&family, &prefix).await {
             Ok(()) => token,
@@ -141,18 +139,4 @@ async fn issue(state: &AppState, grant: RefreshGrant, rotated: Option<(String, s
         "scope": "",
     });
     (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
-}
-
-/// Waits (briefly) until the projector has put a new key in the read model: clients use the
-/// token at once, and a key refused before it is visible stays refused for the negative cache's
-/// lifetime.
-pub(crate) async fn visible(state: &AppState, prefix: &str) {
-    let deadline = Instant::now() + std::time::Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if matches!(state.store.api_key_by_prefix(prefix).await, Ok(Some(_))) {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    tracing::warn!(key = %prefix, "oauth: the new key is not in the read model yet");
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::Page;
 use super::html::{self, escape, hidden};
 use crate::AppState;
-use crate::zones::{self, ZoneError, ZoneView};
+use crate::zones::{self, ZoneView};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct DnsQuery {
@@ -83,12 +83,9 @@ async fn render(state: &AppState, page: &Page, status: StatusCode, top: &str) ->
 /// Waits (briefly) until the projector lists a new zone, so that the page after the redirect
 /// shows it.
 async fn visible(state: &AppState, owner: &str, zone: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while std::time::Instant::now() < deadline {
-        if zones::list(state, owner).await.is_ok_and(|zs| zs.iter().any(|z| z.zone == zone)) {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    let shown = || async { zones::list(state, owner).await.is_ok_and(|zs| zs.iter().any(|z| z.zone == zone)) };
+    if !crate::projection::wait_until(shown).await {
+        tracing::warn!(zone, "web: the delegated zone is not in the read model yet");
     }
 }
 
@@ -125,14 +122,6 @@ pub async fn post_dns(State(state): State<AppState>, headers: HeaderMap, Form(fo
             let q: String = url::form_urlencoded::byte_serialize(view.zone.as_bytes()).collect();
             Redirect::to(&format!("/dns?delegated={q}")).into_response()
         }
-        Err(e) => {
-            let status = match &e {
-                ZoneError::Invalid(_) => StatusCode::BAD_REQUEST,
-                ZoneError::Taken(_) => StatusCode::CONFLICT,
-                ZoneError::NotFound(_) => StatusCode::NOT_FOUND,
-                ZoneError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            render(&state, &page, status, &html::alert(&e.to_string())).await
-        }
+        Err(e) => render(&state, &page, e.status(), &html::alert(&e.to_string())).await,
     }
 }

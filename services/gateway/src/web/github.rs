@@ -5,7 +5,7 @@
 //! their verified primary e-mail, opened if needed: GitHub vouches for that mailbox.
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
 use domain::{Account, Claim, ClaimCommand, Rejection};
@@ -19,6 +19,7 @@ use crate::oauth::secret::Secret;
 use crate::{AppState, accounts};
 
 const STATE_COOKIE: &str = "dmcp_github";
+const COOKIE_PATH: &str = "/signin/github";
 
 /// The "Sign in with GitHub" link, when GitHub sign-in is configured.
 pub fn link(state: &AppState, next: &str) -> Option<String> {
@@ -48,13 +49,10 @@ pub async fn start(State(state): State<AppState>, Query(q): Query<StartQuery>) -
     let Some(login) = &state.github_login else { return not_configured() };
     let nonce = Secret::generate();
     let next: String = url::form_urlencoded::byte_serialize(session::safe_next(q.next.as_deref()).as_bytes()).collect();
-    let secure = if state.public_url.starts_with("https://") { "; Secure" } else { "" };
-    let cookie = format!(
-        "{STATE_COOKIE}={}.{next}; Path=/signin/github; HttpOnly; SameSite=Lax; Max-Age=600{secure}",
-        nonce.expose()
-    );
+    let cookie =
+        session::cookie_at(&state, COOKIE_PATH, STATE_COOKIE, &format!("{}.{next}", nonce.expose()), Some(600));
     let mut res = Redirect::to(&login.authorize_url(&callback_url(&state), nonce.expose())).into_response();
-    res.headers_mut().append(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("ascii cookie"));
+    res.headers_mut().append(header::SET_COOKIE, cookie);
     res
 }
 
@@ -107,8 +105,7 @@ pub async fn callback(State(state): State<AppState>, headers: HeaderMap, Query(q
     };
     tracing::info!(user = %user_id, github_user = user.id, "web: signed in with GitHub");
     let mut res = signin::signed_in(&state, user_id, &email, &next).await;
-    let clear = format!("{STATE_COOKIE}=; Path=/signin/github; HttpOnly; SameSite=Lax; Max-Age=0");
-    res.headers_mut().append(header::SET_COOKIE, HeaderValue::from_str(&clear).expect("ascii cookie"));
+    res.headers_mut().append(header::SET_COOKIE, session::cookie_at(&state, COOKIE_PATH, STATE_COOKIE, "", Some(0)));
     res
 }
 

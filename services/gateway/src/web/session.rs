@@ -26,10 +26,16 @@ fn cookie_of<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 fn set_cookie(state: &AppState, name: &str, value: &str, max_age: Option<i64>) -> HeaderValue {
+    cookie_at(state, "/", name, value, max_age)
+}
+
+/// An HttpOnly, SameSite=Lax cookie for `path` (Secure over https). `value` must be cookie-safe
+/// (base64url, or percent-encoded).
+pub fn cookie_at(state: &AppState, path: &str, name: &str, value: &str, max_age: Option<i64>) -> HeaderValue {
     let secure = if state.public_url.starts_with("https://") { "; Secure" } else { "" };
     let age = max_age.map(|s| format!("; Max-Age={s}")).unwrap_or_default();
-    HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax{secure}{age}"))
-        .expect("cookie values are base64url")
+    HeaderValue::from_str(&format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax{secure}{age}"))
+        .expect("cookie values are cookie-safe")
 }
 
 /// The browser's CSRF token, and the `Set-Cookie` to send when it had none.

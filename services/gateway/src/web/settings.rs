@@ -144,7 +144,7 @@ pub async fn create_key(State(state): State<AppState>, headers: HeaderMap, Form(
         mcp = escape(&state.mcp_url()),
     );
     // The projector may not have listed the key yet: wait briefly, so that the table shows it.
-    crate::oauth::token::visible(&state, &issued.key.prefix).await;
+    crate::projection::key_visible(&state, &issued.key.prefix).await;
     match body(&state, &page, &shown).await {
         Ok(b) => page.render(StatusCode::CREATED, "API keys", &b),
         Err(res) => res,
@@ -169,11 +169,10 @@ pub async fn revoke_key(State(state): State<AppState>, headers: HeaderMap, Form(
         Ok(key_id) => {
             tracing::info!(user = %user, key = %prefix, "web: API key revoked");
             // Let the projector record it, so that the page after the redirect shows it.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while std::time::Instant::now() < deadline
-                && state.store.api_key_active(&key_id.to_string()).await.unwrap_or(false)
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            let key_id = key_id.to_string();
+            let shown = || async { !state.store.api_key_active(&key_id).await.unwrap_or(true) };
+            if !crate::projection::wait_until(shown).await {
+                tracing::warn!(key = %prefix, "web: the revocation is not in the read model yet");
             }
             let q: String = url::form_urlencoded::byte_serialize(prefix.as_bytes()).collect();
             Redirect::to(&format!("/settings?revoked={q}")).into_response()
