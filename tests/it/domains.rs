@@ -196,7 +196,8 @@ async fn a_delegation_says_what_is_missing_and_expires_unverified() {
     let (_, asked) = delegate(&p, &key, &zone).await;
     parent.publish(&zone, Some("deploy-mcp-verify=not-it"), None).await;
     let z = wait_zone(&client, &zone, "the wrong TXT reported", |z| {
-        z["missing"].as_array().is_some_and(|m| m.iter().any(|s| s.as_str().unwrap().contains("TXT")))
+        // The wrong value itself is quoted (before it was published, the TXT was only "not visible").
+        z["missing"].as_array().is_some_and(|m| m.iter().any(|s| s.as_str().unwrap().contains("not-it")))
     })
     .await;
     assert_eq!(z["status"], "pending", "{z}");

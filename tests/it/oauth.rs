@@ -177,6 +177,14 @@ async fn exchange(
     .await
 }
 
+/// Waits until the gateway refuses `token` (a revocation bites within about a second).
+async fn refused(p: &TestPlatform, token: &str, what: &str) {
+    deploy_mcp_tests::eventually(Duration::from_secs(10), what, || async {
+        (tools_list(p, token).await == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+}
+
 async fn tools_list(p: &TestPlatform, token: &str) -> StatusCode {
     deploy_mcp_tests::mcp_status(&p.mcp_url(), token).await
 }
@@ -236,7 +244,9 @@ async fn sign_up_consent_and_exchange_give_a_working_api_key_and_refresh_tokens_
     let (status, rotated) =
         token(&p, &[("grant_type", "refresh_token"), ("client_id", &client_id), ("refresh_token", &refresh)]).await;
     assert_eq!(status, StatusCode::OK, "{rotated}");
-    assert!(rotated["access_token"].as_str().unwrap().starts_with("dk_live_"));
+    let second = rotated["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(tools_list(&p, &second).await, StatusCode::OK);
+    refused(&p, &access, "the superseded access token").await;
     let (status, replay) =
         token(&p, &[("grant_type", "refresh_token"), ("client_id", &client_id), ("refresh_token", &refresh)]).await;
     assert_eq!((status, replay["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
@@ -244,6 +254,7 @@ async fn sign_up_consent_and_exchange_give_a_working_api_key_and_refresh_tokens_
     let (status, _) =
         token(&p, &[("grant_type", "refresh_token"), ("client_id", &client_id), ("refresh_token", newest)]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "replaying a rotated token revoked the family");
+    refused(&p, &second, "the family's access token, after the replay").await;
 
     // Signing in again with the password works for the same account.
     let code = get_code(&p, &client_id, "oauth@example.test", "sign_in").await;

@@ -82,8 +82,17 @@ async fn a_postgres_resource_is_usable_only_by_its_own_role_and_deleted_for_real
 
     let deleted = tool_ok(call_tool(&client, "delete_resource", json!({ "name": "main" })).await);
     assert_eq!(deleted["deleted"], true);
-    eventually(Duration::from_secs(30), "the database to be gone", || async { connect(&url).await.err().map(|_| ()) })
-        .await;
+    // Gone for real: neither the database nor its role is left on the server.
+    let (db, role) = (main["database"].as_str().unwrap().to_owned(), main["user"].as_str().unwrap().to_owned());
+    eventually(Duration::from_secs(30), "the database and its role to be gone", || async {
+        let mut admin = connect(&deploy_mcp_tests::pg_admin_url()).await.ok()?;
+        let sql = "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) \
+                   OR EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2)";
+        let left: bool = sqlx::query_scalar(sql).bind(&db).bind(&role).fetch_one(&mut admin).await.ok()?;
+        (!left).then_some(())
+    })
+    .await;
+    assert!(connect(&url).await.is_err(), "its URL no longer connects");
     let gone = tool_err(call_tool(&client, "get_resource", json!({ "name": "main" })).await);
     assert_eq!(gone["error"], "not_found");
     let again = tool_ok(call_tool(&client, "delete_resource", json!({ "name": "main" })).await);

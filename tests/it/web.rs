@@ -159,7 +159,7 @@ async fn keys_are_created_once_listed_with_last_use_and_revoked_for_good() {
     let listed = web.get("/settings").await;
     assert!(listed.body.contains(&format!("{prefix}…")), "{}", listed.body);
     assert!(!listed.body.contains(&key), "a key is shown once");
-    assert!(listed.body.contains("never"), "not used yet");
+    assert!(listed.body.contains("<td>never</td>"), "not used yet");
 
     assert_eq!(mcp_status(&p.mcp_url(), &key).await, StatusCode::OK);
     eventually(Duration::from_secs(10), "the last use on the settings page", || {
@@ -331,7 +331,9 @@ async fn sign_in_with_github_links_the_account_of_the_verified_email() {
     assert!(page.body.contains("ada@example.test"), "{}", page.body);
     assert!(page.body.contains(&format!("/git/{namespace}/")), "the same account as the password sign-up");
 
-    // Linked by GitHub user id from now on: a second sign-in reaches the same account.
+    // Linked by GitHub user id from now on: a second sign-in reaches the same account, even
+    // after the GitHub user changed their primary e-mail.
+    fake.add_user(FakeUser { id: 1001, login: "ada-gh".into(), emails: vec![("new@example.test".into(), true, true)] });
     let mut again = WebClient::new(&p.base_url);
     assert_eq!(github_round_trip(&mut again, "/settings").await.status, StatusCode::SEE_OTHER);
     assert!(again.get("/settings").await.body.contains(&format!("/git/{namespace}/")));
