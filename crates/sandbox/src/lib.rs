@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub use process::{ExitStatus, LogLine, MAX_LINE, Process, Stream};
+pub use process::{ExitStatus, LogLine, MAX_LINE, Process, Stream, read_lines};
 
 use cgroup::{Cgroup, Hierarchies, Limits};
 use names::Leases;

@@ -20,6 +20,16 @@ pub enum Stream {
     Stderr,
 }
 
+impl Stream {
+    /// `stdout` or `stderr`, as logs name them.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
     pub stream: Stream,
@@ -93,7 +103,9 @@ impl Process {
     }
 }
 
-async fn read_lines(pipe: impl AsyncRead + Unpin, stream: Stream, tx: mpsc::Sender<LogLine>) {
+/// Sends `pipe`'s lines to `tx`, each cut at [`MAX_LINE`] bytes, so that output without line
+/// breaks cannot grow memory; also for host commands whose output goes to a log.
+pub async fn read_lines(pipe: impl AsyncRead + Unpin, stream: Stream, tx: mpsc::Sender<LogLine>) {
     let mut reader = BufReader::with_capacity(2 * MAX_LINE, pipe);
     let mut line = Vec::with_capacity(256);
     let mut receiver_gone = false;

@@ -212,9 +212,13 @@ impl Job<'_> {
                     let name = format!("svc/{}", spec.service_id.to_string().to_lowercase());
                     (r, name, crate::registry::build_tag(&self.commit_sha, &plan.key()))
                 });
-                let built = crate::image::build(&sb, &work, &staging, &tag, plan.start.as_deref(), push, log).await;
+                let built = tokio::time::timeout(
+                    self.config.build_timeout,
+                    crate::image::build(&sb, &work, &staging, &tag, plan.start.as_deref(), push, log),
+                )
+                .await;
                 let _ = sb.destroy(Duration::from_secs(1)).await;
-                manifest.image = Some(built?);
+                manifest.image = Some(built.map_err(|_| self.too_long("buildah bud (the Dockerfile)", log))??);
                 manifest.start = None;
                 move_tree(&staging, &out).await.map_err(retry)?;
             } else {
@@ -264,9 +268,25 @@ impl Job<'_> {
         let name = format!("svc/{}", spec.service_id.to_string().to_lowercase());
         let tag = crate::registry::build_tag(&self.commit_sha, &plan.key());
         let local = format!("localhost/dmcp-package:{}", self.deployment_id.short());
-        let pushed = crate::image::package(&sb, out, base, plan, &local, (registry, name, tag), log).await;
+        let pushed = tokio::time::timeout(
+            self.config.build_timeout,
+            crate::image::package(&sb, out, base, plan, &local, (registry, name, tag), log),
+        )
+        .await;
         let _ = sb.destroy(Duration::from_secs(1)).await;
-        pushed
+        pushed.map_err(|_| self.too_long("package the build as an image", log))?
+    }
+
+    /// A build step stopped at the build timeout (dropping its process kills it).
+    fn too_long(&self, command: &str, log: &LogSink) -> Outcome {
+        Outcome::Failed(FailureReason::BuildFailed {
+            command: command.to_owned(),
+            exit_code: None,
+            log_tail: with_note(
+                log.tail(),
+                format!("stopped after {} s: the build took too long", self.config.build_timeout.as_secs()),
+            ),
+        })
     }
 
     /// A build's sandbox over its work directory.
@@ -292,22 +312,13 @@ impl Job<'_> {
             let mut lines = process.lines();
             let wait = async {
                 while let Some(line) = lines.recv().await {
-                    log.line(stream_name(line.stream), line.text).await;
+                    log.line(line.stream.as_str(), line.text).await;
                 }
                 process.wait().await
             };
             let status = match tokio::time::timeout(self.config.build_timeout, wait).await {
                 Ok(status) => status.map_err(retry)?,
-                Err(_) => {
-                    return Err(Outcome::Failed(FailureReason::BuildFailed {
-                        command: command.to_owned(),
-                        exit_code: None,
-                        log_tail: with_note(
-                            log.tail(),
-                            format!("stopped after {} s: the build took too long", self.config.build_timeout.as_secs()),
-                        ),
-                    }));
-                }
+                Err(_) => return Err(self.too_long(command, log)),
             };
             if status.success() {
                 return Ok(());
@@ -325,13 +336,6 @@ impl Job<'_> {
         .await;
         let _ = sb.destroy(Duration::from_secs(1)).await;
         result
-    }
-}
-
-pub(crate) fn stream_name(s: sandbox::Stream) -> &'static str {
-    match s {
-        sandbox::Stream::Stdout => "stdout",
-        sandbox::Stream::Stderr => "stderr",
     }
 }
 

@@ -12,7 +12,6 @@ use std::process::Stdio;
 
 use bus::LogSink;
 use events::{FailureReason, ImageRun};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Command;
 
 use crate::build::{Outcome, retry};
@@ -174,24 +173,16 @@ async fn run_logged(mut command: Command, log: &mut LogSink) -> std::io::Result<
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(&'static str, String)>(256);
-    for (name, pipe) in [
-        ("stdout", child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>)),
-        ("stderr", child.stderr.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>)),
-    ] {
-        let (tx, Some(pipe)) = (tx.clone(), pipe) else { continue };
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(pipe).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if tx.send((name, line)).await.is_err() {
-                    break;
-                }
-            }
-        });
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<sandbox::LogLine>(256);
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(sandbox::read_lines(out, sandbox::Stream::Stdout, tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(sandbox::read_lines(err, sandbox::Stream::Stderr, tx.clone()));
     }
     drop(tx);
-    while let Some((stream, line)) = rx.recv().await {
-        log.line(stream, line).await;
+    while let Some(line) = rx.recv().await {
+        log.line(line.stream.as_str(), line.text).await;
     }
     child.wait().await
 }

@@ -295,12 +295,8 @@ impl Supervisor {
         let log = self.log.clone();
         tokio::spawn(async move {
             while let Some(line) = lines.recv().await {
-                let stream = match line.stream {
-                    sandbox::Stream::Stdout => "stdout",
-                    sandbox::Stream::Stderr => "stderr",
-                };
                 if let Some(log) = log.lock().await.as_mut() {
-                    log.line(stream, line.text).await;
+                    log.line(line.stream.as_str(), line.text).await;
                 }
             }
         });
