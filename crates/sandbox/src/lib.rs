@@ -16,7 +16,8 @@
 //! Needs root, `ip` (iproute2), `nft` (nftables), `bwrap` (bubblewrap >= 0.8), `setpriv` (util-linux), `find` and
 //! `chown` (findutils, coreutils; root filesystem mode) and the cgroup v1 memory, pids and cpu controllers. It never
 //! changes sysctls: outbound traffic from sandboxes leaves the machine only if the operator enabled forwarding
-//! (net.ipv4.ip_forward=1).
+//! (net.ipv4.ip_forward=1), and never from a [`Network::Sealed`] sandbox, which reaches only the host ports opened
+//! for its own veth (the builds' egress proxy).
 
 mod cgroup;
 mod names;
@@ -131,6 +132,31 @@ pub struct Spec {
     /// Host directories bound read-write at absolute paths under `/data` (persistent data such as a
     /// SQLite database that outlives deployments); chowned to 65534 like `app_dir`.
     pub volumes: Vec<Volume>,
+    /// Further host directories under `/opt` or `/cache` (toolchains read-only, package caches writable). Never
+    /// chowned: whoever prepares them decides their ownership.
+    pub binds: Vec<Bind>,
+    pub network: Network,
+}
+
+/// What a sandbox reaches beyond its own veth. Never the host's services, private ranges or other sandboxes,
+/// whichever is chosen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Network {
+    /// Public destinations through the host, masqueraded, where the operator lets the host forward
+    /// (net.ipv4.ip_forward); the sandbox crate never changes that sysctl.
+    #[default]
+    Forward,
+    /// Nothing is forwarded: the sandbox reaches only host ports opened for it ([`Sandbox::open_host_port`]),
+    /// e.g. an egress proxy that decides what may leave.
+    Sealed,
+}
+
+/// A host directory the sandbox sees at `guest` (absolute, under `/opt` or `/cache`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub host: PathBuf,
+    pub guest: String,
+    pub writable: bool,
 }
 
 /// A host directory the app sees at `guest` (an absolute path under `/data`).
@@ -180,6 +206,7 @@ impl Host {
             veth: names::veth_name(instance, index),
             cgroup: inner.cgroups.group(&name),
             hosts_file: hosts_file(&inner.config, &spec.id),
+            opened: Arc::default(),
             netns: name,
             index,
             host_address,
@@ -276,11 +303,7 @@ fn validate_spec(spec: &Spec) -> Result<()> {
         );
     }
     for v in &spec.volumes {
-        let guest_ok = v.guest.starts_with("/data/")
-            && v.guest.len() > 6
-            && v.guest[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..")
-            && v.guest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'));
-        if !guest_ok {
+        if !guest_path_under(&v.guest, &["/data"]) {
             return invalid("volumes", &format!("`{}` must be an absolute path under /data", v.guest));
         }
         if !v.host.is_absolute() || !v.host.is_dir() {
@@ -294,7 +317,27 @@ fn validate_spec(spec: &Spec) -> Result<()> {
             reachable_by_app_user(parent, "volumes")?;
         }
     }
+    for b in &spec.binds {
+        if b.guest != "/cache" && !guest_path_under(&b.guest, &["/opt", "/cache"]) {
+            return invalid("binds", &format!("`{}` must be an absolute path under /opt or /cache", b.guest));
+        }
+        if !b.host.is_absolute() || !b.host.is_dir() {
+            return invalid("binds", &format!("{} must be an existing directory, by absolute path", b.host.display()));
+        }
+        reachable_by_app_user(&b.host, "binds")?;
+    }
     reachable_by_app_user(&spec.app_dir, "app_dir")
+}
+
+/// An absolute path strictly below one of `roots`, of plain components (no `.`, `..` or empty ones) and plain
+/// characters, so that bwrap's mount points cannot land anywhere else.
+fn guest_path_under(path: &str, roots: &[&str]) -> bool {
+    let plain = path.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'@' | b'+'));
+    let components =
+        path.strip_prefix('/').is_some_and(|p| p.split('/').all(|c| !c.is_empty() && c != "." && c != ".."));
+    plain
+        && components
+        && roots.iter().any(|root| path.strip_prefix(root).is_some_and(|rest| rest.len() > 1 && rest.starts_with('/')))
 }
 
 /// bwrap opens bind sources as uid 65534: every directory on the way must let that user through.
@@ -337,6 +380,8 @@ pub struct Sandbox {
     address: Ipv4Addr,
     cgroup: Cgroup,
     hosts_file: PathBuf,
+    /// Host ports opened for this sandbox, closed again when it is removed.
+    opened: Arc<std::sync::Mutex<Vec<u16>>>,
 }
 
 impl Sandbox {
@@ -352,6 +397,15 @@ impl Sandbox {
     /// The host's end of the sandbox's veth (the app's default gateway). Apps cannot connect to it.
     pub fn host_address(&self) -> Ipv4Addr {
         self.host_address
+    }
+
+    /// Lets the sandbox open TCP connections to `host_address():port`, and nothing else of the host: for a
+    /// listener the platform runs for this sandbox alone (an egress proxy). Closed when the sandbox is removed.
+    pub async fn open_host_port(&self, port: u16) -> Result<()> {
+        let host = &self.host.inner;
+        net::open_host_port(&host.tools, &host.config.instance, &self.veth, self.host_address, port).await?;
+        self.opened.lock().expect("not poisoned").push(port);
+        Ok(())
     }
 
     /// The network namespace, for `ip netns exec <name> ...` (diagnostics, tests).
@@ -381,6 +435,10 @@ impl Sandbox {
             Limits { memory_mb: self.spec.memory_mb, cpu_millis: self.spec.cpu_millis, pids_max: self.spec.pids_max },
             &self.spec.id,
         )?;
+        if self.spec.network == Network::Sealed {
+            // Sealed before the veth exists, so not one packet of it is ever forwarded.
+            net::seal(&host.tools, &host.config.instance, &self.veth).await?;
+        }
         net::add(&host.tools, &self.netns, &self.veth, self.host_address, self.address).await?;
         write_file(
             &self.hosts_file,
@@ -477,6 +535,7 @@ impl Sandbox {
         for v in &self.spec.volumes {
             push!(args; "--bind", &v.host, &v.guest);
         }
+        self.extra_binds(&mut args);
         // bwrap's root is a tmpfs owned by the app user: without this, it could write anywhere outside the mounts.
         push!(args; "--remount-ro", "/");
         push!(args; "--clearenv", "--setenv", "PATH", PATH_INSIDE, "--setenv", "HOME", "/app");
@@ -497,6 +556,7 @@ impl Sandbox {
         for v in &self.spec.volumes {
             push!(args; "--bind", &v.host, &v.guest);
         }
+        self.extra_binds(&mut args);
         // Later --setenv of the same name win: the caller's env overrides these defaults.
         push!(args; "--clearenv", "--setenv", "PATH", rootfs::DEFAULT_PATH, "--setenv", "HOME", "/");
         for (key, value) in env {
@@ -521,6 +581,12 @@ impl Sandbox {
         push!(args; "--hostname", &self.spec.id);
         push!(args; "--die-with-parent", "--new-session", "--cap-drop", "ALL");
         args
+    }
+
+    fn extra_binds(&self, args: &mut Vec<OsString>) {
+        for b in &self.spec.binds {
+            push!(args; if b.writable { "--bind" } else { "--ro-bind" }, &b.host, &b.guest);
+        }
     }
 
     /// The generated /etc files, the private /tmp, a fresh /proc and a minimal /dev.
@@ -567,6 +633,9 @@ impl Sandbox {
     async fn remove(&self, grace: Duration) -> Result<()> {
         let host = &self.host.inner;
         self.cgroup.kill(grace).await?;
+        // Before the veth goes: its name and address come back with the lease, and must come back clean.
+        let opened = self.opened.lock().expect("not poisoned").clone();
+        net::forget(&host.tools, &host.config.instance, &self.veth, self.host_address, &opened).await?;
         net::remove(&host.tools, std::slice::from_ref(&self.netns), std::slice::from_ref(&self.veth)).await?;
         self.cgroup.remove().await?;
         names::remove_if_present(&self.hosts_file)?;

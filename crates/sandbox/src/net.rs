@@ -68,11 +68,19 @@ pub(crate) async fn remove(tools: &Tools, netns: &[String], veths: &[String]) ->
     }
 }
 
-/// The instance's table. Input from its veths: replies only, so apps never reach the host's loopback services
-/// (Postgres, NATS, PowerDNS, the platform API) nor anything listening on the veth addresses. Forward: no private
-/// destinations (other sandboxes included), no new connections into the sandboxes; the rest may leave, masqueraded
-/// (only where the host forwards at all: net.ipv4.ip_forward is the operator's choice). `reject` so that probes
-/// fail at once instead of timing out.
+/// Veths of sealed sandboxes: nothing they send is forwarded.
+const SEALED: &str = "sealed";
+/// `veth . host address . port` a sandbox may open connections to (e.g. its egress proxy): the veth is part of
+/// the key, so no other sandbox reaches that listener even though the kernel would accept the packet on any
+/// interface for a local address.
+const HOST_PORTS: &str = "host_ports";
+
+/// The instance's table. Input from its veths: replies, and new connections only to the host ports opened for
+/// that very veth ([`open_host_port`]), so apps never reach the host's loopback services (Postgres, NATS,
+/// PowerDNS, the platform API) nor anything else listening on the veth addresses. Forward: nothing from sealed
+/// veths; no private destinations (other sandboxes included), no new connections into the sandboxes; the rest
+/// may leave, masqueraded (only where the host forwards at all: net.ipv4.ip_forward is the operator's choice).
+/// `reject` so that probes fail at once instead of timing out.
 pub(crate) fn firewall(instance: &str) -> String {
     let table = names::firewall_table(instance);
     let veths = format!("\"{}*\"", names::veth_prefix(instance));
@@ -84,9 +92,12 @@ pub(crate) fn firewall(instance: &str) -> String {
          table inet {table} {{\n\
          \tset private4 {{ type ipv4_addr; flags interval; elements = {{ {PRIVATE_V4} }} }}\n\
          \tset private6 {{ type ipv6_addr; flags interval; elements = {{ {PRIVATE_V6} }} }}\n\
+         \tset {SEALED} {{ type ifname; }}\n\
+         \tset {HOST_PORTS} {{ type ifname . ipv4_addr . inet_service; }}\n\
          \tchain input {{\n\
          \t\ttype filter hook input priority filter - 5; policy accept;\n\
          \t\tiifname {veths} ct state established,related accept\n\
+         \t\tiifname . ip daddr . tcp dport @{HOST_PORTS} accept\n\
          \t\tiifname {veths} meta l4proto tcp reject with tcp reset\n\
          \t\tiifname {veths} reject with icmpx type admin-prohibited\n\
          \t}}\n\
@@ -94,6 +105,8 @@ pub(crate) fn firewall(instance: &str) -> String {
          \t\ttype filter hook forward priority filter - 5; policy accept;\n\
          \t\toifname {veths} ct state established,related accept\n\
          \t\toifname {veths} reject with icmpx type admin-prohibited\n\
+         \t\tiifname @{SEALED} meta l4proto tcp reject with tcp reset\n\
+         \t\tiifname @{SEALED} reject with icmpx type admin-prohibited\n\
          \t\tiifname {veths} ip daddr @private4 meta l4proto tcp reject with tcp reset\n\
          \t\tiifname {veths} ip daddr @private4 reject with icmpx type admin-prohibited\n\
          \t\tiifname {veths} ip6 daddr @private6 meta l4proto tcp reject with tcp reset\n\
@@ -106,6 +119,52 @@ pub(crate) fn firewall(instance: &str) -> String {
          \t}}\n\
          }}\n"
     )
+}
+
+/// Puts a veth into the sealed set (before any process of its sandbox runs).
+pub(crate) async fn seal(tools: &Tools, instance: &str, veth: &str) -> Result<(), Error> {
+    let table = names::firewall_table(instance);
+    let script = format!("add element inet {table} {SEALED} {{ \"{veth}\" }}\n");
+    tools::run(&tools.nft, &["-f", "-"], Some(&script)).await.map(drop)
+}
+
+/// Lets the sandbox behind `veth` open TCP connections to `host:port` (an address of its own veth).
+pub(crate) async fn open_host_port(
+    tools: &Tools,
+    instance: &str,
+    veth: &str,
+    host: Ipv4Addr,
+    port: u16,
+) -> Result<(), Error> {
+    let table = names::firewall_table(instance);
+    let script = format!("add element inet {table} {HOST_PORTS} {{ \"{veth}\" . {host} . {port} }}\n");
+    tools::run(&tools.nft, &["-f", "-"], Some(&script)).await.map(drop)
+}
+
+/// Removes a veth's elements from both sets. Each is added before it is deleted, in one transaction, so that a
+/// missing element (never added, or removed by an earlier attempt) does not fail the whole batch.
+pub(crate) async fn forget(
+    tools: &Tools,
+    instance: &str,
+    veth: &str,
+    host: Ipv4Addr,
+    ports: &[u16],
+) -> Result<(), Error> {
+    let table = names::firewall_table(instance);
+    let mut script = String::new();
+    let mut both = |set: &str, element: String| {
+        let _ = writeln!(script, "add element inet {table} {set} {{ {element} }}");
+        let _ = writeln!(script, "delete element inet {table} {set} {{ {element} }}");
+    };
+    both(SEALED, format!("\"{veth}\""));
+    for port in ports {
+        both(HOST_PORTS, format!("\"{veth}\" . {host} . {port}"));
+    }
+    match tools::run(&tools.nft, &["-f", "-"], Some(&script)).await {
+        // The table is gone (teardown): nothing of it is left to forget.
+        Err(Error::Command { stderr, .. }) if stderr.contains("No such file or directory") => Ok(()),
+        other => other.map(drop),
+    }
 }
 
 pub(crate) async fn install_firewall(tools: &Tools, instance: &str) -> Result<(), Error> {

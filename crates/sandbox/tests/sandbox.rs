@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use sandbox::{ExitStatus, Host, HostConfig, Process, Sandbox, Spec, Stream};
+use sandbox::{Bind, ExitStatus, Host, HostConfig, Network, Process, Sandbox, Spec, Stream};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
@@ -44,7 +44,17 @@ impl Fixture {
     fn spec(&self, id: &str) -> Spec {
         let app_dir = self.dir.join(format!("app-{id}"));
         fs::create_dir_all(&app_dir).unwrap();
-        Spec { id: id.to_owned(), app_dir, memory_mb: 256, cpu_millis: 0, pids_max: 64, tmp_mb: 16, volumes: vec![] }
+        Spec {
+            id: id.to_owned(),
+            app_dir,
+            memory_mb: 256,
+            cpu_millis: 0,
+            pids_max: 64,
+            tmp_mb: 16,
+            volumes: vec![],
+            binds: vec![],
+            network: Network::Forward,
+        }
     }
 
     async fn create(&self, spec: Spec) -> Sandbox {
@@ -712,5 +722,91 @@ async fn an_image_root_filesystem_serves_http_isolated_like_an_app() {
     let traces = traces(&sandbox);
     sandbox.destroy(Duration::from_secs(1)).await.unwrap();
     assert!(traces.iter().all(|p| !p.exists()), "left behind: {traces:?}");
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_sealed_sandbox_reaches_only_the_host_port_opened_for_it() {
+    let fx = Fixture::new().await;
+    let sealed = fx.create(Spec { network: Network::Sealed, ..fx.spec("sealed") }).await;
+    let neighbour = fx.create(fx.spec("neighbour")).await;
+    // Two listeners on the sealed sandbox's gateway address; only the first is opened, and only for it.
+    let opened = TcpListener::bind((sealed.host_address(), 0)).await.unwrap();
+    let closed = TcpListener::bind((sealed.host_address(), 0)).await.unwrap();
+    let (open_port, closed_port) = (opened.local_addr().unwrap().port(), closed.local_addr().unwrap().port());
+    sealed.open_host_port(open_port).await.unwrap();
+    let accepted = tokio::spawn(async move {
+        let (mut stream, _) = opened.accept().await.unwrap();
+        stream.write_all(b"proxy says hi").await.unwrap();
+        opened
+    });
+    let connect = |host: std::net::Ipv4Addr, port: u16| {
+        format!(
+            "exec python3 -c \"import socket\ntry:\n  s = socket.create_connection(('{host}', {port}), timeout=2); print('connected', s.recv(64).decode())\nexcept OSError as e:\n  print('failed', type(e).__name__)\""
+        )
+    };
+    let (_, out) = run(&sealed, &connect(sealed.host_address(), open_port)).await;
+    assert_eq!(out, ["connected proxy says hi"]);
+    let opened = timeout(WAIT, accepted).await.unwrap().unwrap();
+    let (_, out) = run(&sealed, &connect(sealed.host_address(), closed_port)).await;
+    assert_eq!(out, ["failed ConnectionRefusedError"], "a port not opened is reachable");
+    // The kernel would accept a packet for a local address on any interface: the neighbour must still not get in.
+    let (_, out) = run(&neighbour, &connect(sealed.host_address(), open_port)).await;
+    assert_eq!(out, ["failed ConnectionRefusedError"], "another sandbox reaches the opened port");
+    for listener in [&opened, &closed] {
+        assert!(timeout(Duration::from_millis(50), listener.accept()).await.is_err(), "a probe got through");
+    }
+
+    // Read back: the sealed veth forwards nothing; the opened port is keyed by veth, address and port.
+    let rules = fx.host.firewall_rules().await.unwrap();
+    let flat = rules.split_whitespace().collect::<Vec<_>>().join(" ");
+    for expected in [
+        "iifname @sealed meta l4proto tcp reject with tcp reset".to_owned(),
+        "iifname . ip daddr . tcp dport @host_ports accept".to_owned(),
+        format!("elements = {{ \"{}\" }}", sealed.veth()),
+        format!("\"{}\" . {} . {open_port}", sealed.veth(), sealed.host_address()),
+    ] {
+        assert!(flat.contains(&expected), "missing {expected:?} in\n{rules}");
+    }
+    assert!(!flat.contains(&format!("\"{}\"", neighbour.veth())), "the neighbour is sealed or opened:\n{rules}");
+    let sealed_veth = sealed.veth().to_owned();
+    sealed.destroy(Duration::ZERO).await.unwrap();
+    let rules = fx.host.firewall_rules().await.unwrap();
+    assert!(!rules.contains(&sealed_veth), "the destroyed sandbox's elements stayed:\n{rules}");
+    neighbour.destroy(Duration::ZERO).await.unwrap();
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn binds_are_read_only_or_writable_and_confined_to_opt_and_cache() {
+    let fx = Fixture::new().await;
+    let tool = fx.dir.join("tool");
+    let cache = fx.dir.join("cache");
+    fs::create_dir_all(tool.join("bin")).unwrap();
+    fs::write(tool.join("bin/version"), "1.2.3\n").unwrap();
+    fs::create_dir_all(&cache).unwrap();
+    std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
+    let binds = vec![
+        Bind { host: tool.clone(), guest: "/opt/dmcp/tool".into(), writable: false },
+        Bind { host: cache.clone(), guest: "/cache".into(), writable: true },
+    ];
+    let sandbox = fx.create(Spec { binds, ..fx.spec("binds") }).await;
+    let (status, out) = run(
+        &sandbox,
+        "cat /opt/dmcp/tool/bin/version; touch /opt/dmcp/tool/x 2>/dev/null || echo read-only; echo cached > /cache/entry && echo written",
+    )
+    .await;
+    assert_eq!(status, ExitStatus::Code(0), "{out:?}");
+    assert_eq!(out, ["1.2.3", "read-only", "written"]);
+    assert_eq!(fs::read_to_string(cache.join("entry")).unwrap(), "cached\n");
+    assert!(!tool.join("x").exists());
+    assert_eq!(fs::metadata(&tool).unwrap().uid(), 0, "a bind is never chowned");
+    sandbox.destroy(Duration::ZERO).await.unwrap();
+
+    for guest in ["/etc/dmcp", "/opt", "/opt/../etc", "/cache/./x", "/optx/a", "relative", "/cache/a b"] {
+        let binds = vec![Bind { host: tool.clone(), guest: guest.into(), writable: false }];
+        let refused = fx.host.create(Spec { binds, ..fx.spec("bad") }).await.unwrap_err();
+        assert!(matches!(refused, sandbox::Error::Invalid { what: "binds", .. }), "{guest}: {refused}");
+    }
     fx.finish().await;
 }

@@ -299,6 +299,8 @@ impl Job<'_> {
             pids_max: 512,
             tmp_mb: 512,
             volumes: vec![],
+            binds: vec![],
+            network: sandbox::Network::Forward,
         }
     }
 

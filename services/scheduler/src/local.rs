@@ -265,6 +265,8 @@ impl Supervisor {
             pids_max: 256,
             tmp_mb: 64,
             volumes: self.launch.volumes.clone(),
+            binds: vec![],
+            network: sandbox::Network::Forward,
         };
         let sb = self.driver.sandbox.create(spec).await.map_err(|e| e.to_string())?;
         let mut env = match &self.command {
