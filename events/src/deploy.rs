@@ -45,6 +45,36 @@ pub enum FailureReason {
         image: String,
         message: String,
     },
+    /// The app asks for a toolchain version the platform cannot provide.
+    ToolchainUnavailable {
+        /// `node`, `python`, `go`, `rust`.
+        tool: String,
+        /// The constraint as the app states it (`3.13`, `>=22`, `1.23.4`); empty when none.
+        requested: String,
+        /// Where it was stated (`.python-version`, `package.json engines.node`, `go.mod toolchain`).
+        from: Option<String>,
+        /// Versions that can be used instead, newest first.
+        available: Vec<String>,
+    },
+    /// The package manager failed to install the dependencies.
+    DependencyInstallFailed {
+        /// `pip`, `uv`, `poetry`, `pipenv`, `npm`, `yarn`, `pnpm`, `go`, `cargo`.
+        package_manager: String,
+        command: String,
+        exit_code: Option<i32>,
+        /// The first line of its output that reads as the error, the best single hint.
+        first_error: Option<String>,
+        log_tail: Vec<String>,
+    },
+    /// A build step tried to reach a destination the build egress does not allow, and failed.
+    EgressRefused {
+        /// `host:port` as the step asked for it.
+        host: String,
+        /// Why it was refused (not in the allowlist, a private address, ...).
+        reason: String,
+        command: String,
+        log_tail: Vec<String>,
+    },
     /// A resource the variables reference is missing or not ready.
     ResourceNotReady {
         name: String,

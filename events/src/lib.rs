@@ -24,7 +24,7 @@ pub use domain::{DomainEvent, ZoneEvent};
 pub use envelope::{AnyEvent, DecodeError, Decoded, Envelope, EventId};
 pub use ids::{ApiKeyId, DeploymentId, DomainId, RepoId, ResourceId, ServiceId, TokenId, UserId, ZoneId};
 pub use intent::{Intent, PushReceived};
-pub use log::{ArtifactManifest, ImageRun, LogKind, LogLine};
+pub use log::{ArtifactManifest, ImageRun, LogKind, LogLine, ToolchainMount};
 pub use repo::{GithubRepoRef, RepoEvent, RepoHost};
 pub use resource::{ResourceEvent, ResourceKind};
 pub use secret::Sealed;

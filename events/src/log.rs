@@ -30,7 +30,7 @@ pub struct LogLine {
 
 /// What a build leaves for the runtime, next to the output: `<artifact>.json` beside the
 /// directory `<artifact>/` under the platform's artifacts root.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ArtifactManifest {
     /// The build plan's provider (`node`, `python`, `static`, …).
     pub provider: String,
@@ -46,6 +46,27 @@ pub struct ArtifactManifest {
     /// pushed, `<reference>@sha256:…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pushed: Option<String>,
+    /// Toolchains the app runs with, mounted read-only at the same place as in its build.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub toolchains: Vec<ToolchainMount>,
+    /// Variables the app runs with besides its service's (`PATH` with its toolchains and
+    /// dependencies first, `VIRTUAL_ENV`, `NODE_ENV`, ...); the service's own win.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
+}
+
+/// A toolchain of the platform's cache, as a build used it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ToolchainMount {
+    /// `node`, `python`, `go`, `rust`.
+    pub tool: String,
+    pub version: String,
+    /// Its directory in the platform's toolchain cache (the content address, e.g.
+    /// `node-22.11.0-1a2b3c4d5e6f`); none when it is part of the host's system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Where the app sees it, e.g. `/opt/dmcp/node`.
+    pub guest_dir: String,
 }
 
 /// How an image built from a Dockerfile runs: its entrypoint and command, environment and

@@ -118,8 +118,7 @@ async fn a_live_deployment_hears_of_its_domains_and_their_certificates() {
     };
     let artifacts = p.settings.data_dir.join("artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
-    let manifest =
-        ArtifactManifest { provider: "static".into(), start: None, static_root: None, image: None, pushed: None };
+    let manifest = ArtifactManifest { provider: "static".into(), ..ArtifactManifest::default() };
     std::fs::write(artifacts.join("a1.json"), serde_json::to_vec(&manifest).unwrap()).unwrap();
     let id = service.to_string();
     let now = Utc::now();

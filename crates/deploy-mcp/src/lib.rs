@@ -205,6 +205,9 @@ pub async fn start(
                 .filter_map(|pair| pair.split_once('='))
                 .map(|(provider, image)| (provider.trim().to_owned(), image.trim().to_owned()))
                 .collect(),
+            egress: settings.build_egress()?,
+            toolchains: settings.toolchains()?,
+            cache_dir: settings.build_cache_dir(),
         };
         let sd = shutdown.clone();
         tasks.spawn(async move {
@@ -250,6 +253,8 @@ pub async fn start(
                     sandbox: sandbox.clone().context("the local runtime's sandboxes")?,
                     run_dir: settings.sandbox_dir.join(settings.sandbox_instance('s')).join("run"),
                     health_timeout: Duration::from_secs(settings.health_timeout_secs),
+                    toolchain_dir: settings.toolchain_dir(),
+                    egress: settings.app_egress()?,
                 }),
             },
             routes: routes.clone(),

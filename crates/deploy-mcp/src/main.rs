@@ -70,8 +70,11 @@ fn main() -> ExitCode {
             };
         }
     };
-    if let Err(e) = cli.settings.github() {
-        let _ = writeln!(std::io::stderr(), "error: {e:#}");
+    let problems = cli.settings.problems();
+    if !problems.is_empty() {
+        for e in problems {
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+        }
         return ExitCode::from(64);
     }
     tracing_subscriber::fmt()

@@ -9,13 +9,17 @@ use bus::LogSink;
 use chrono::Utc;
 use cqrs_es::AggregateError;
 use domain::{Rejection, Service, ServiceCommand, Status};
-use events::{AnyEvent, ArtifactManifest, Decoded, DeploymentId, FailureReason, LogKind, ServiceEvent};
+use events::{AnyEvent, ArtifactManifest, Decoded, DeploymentId, FailureReason, LogKind, ServiceEvent, ToolchainMount};
 use futures::StreamExt;
 use tokio::process::Command;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::OwnerCache;
+use crate::environment;
+use crate::layers::{self, Layers};
 use crate::plan::{self, Overrides, Plan};
+use crate::steps::{self, Steps};
 use crate::{Config, Error};
 
 /// The directory of a build's output under the data directory.
@@ -198,39 +202,130 @@ impl Job<'_> {
                 provider: plan.provider.as_str().to_owned(),
                 start: plan.start.clone(),
                 static_root: plan.static_root.clone(),
-                image: None,
-                pushed: None,
+                ..ArtifactManifest::default()
             };
             let _ = tokio::fs::remove_dir_all(&out).await;
             if plan.provider == plan::Provider::Dockerfile {
                 let staging = work.with_extension("image");
                 let _ = tokio::fs::remove_dir_all(&staging).await;
                 tokio::fs::create_dir_all(&staging).await.map_err(retry)?;
-                let sb = self.config.sandbox.create(self.sandbox_spec(&work)).await.map_err(retry)?;
+                let steps = self.steps(spec, &plan, &work, vec![], vec![]).await?;
+                let sb = self.config.sandbox.create(steps.sandbox_spec()).await.map_err(retry)?;
                 let tag = format!("localhost/dmcp-build:{}", self.deployment_id.short());
                 let push = self.config.registry.as_ref().map(|r| {
                     let name = format!("svc/{}", spec.service_id.to_string().to_lowercase());
                     (r, name, crate::registry::build_tag(&self.commit_sha, &plan.key()))
                 });
+                // RUN steps get the same way out as plan steps: the proxy, through buildah's env.
+                let mut egress = steps.egress(&sb).await?;
+                let env = environment::proxy_env(Some(egress.addr), Path::new(environment::CA_BUNDLE).is_file());
                 let built = tokio::time::timeout(
                     self.config.build_timeout,
-                    crate::image::build(&sb, &work, &staging, &tag, plan.start.as_deref(), push, log),
+                    crate::image::build(&sb, &work, &staging, &tag, plan.start.as_deref(), &env, push, log),
                 )
                 .await;
+                egress.drain(log).await;
+                let refused = egress.first_refusal().cloned();
+                drop(egress);
                 let _ = sb.destroy(Duration::from_secs(1)).await;
-                manifest.image = Some(built.map_err(|_| self.too_long("buildah bud (the Dockerfile)", log))??);
+                let built = built.map_err(|_| steps::too_long(self.config, "buildah bud (the Dockerfile)", log))?;
+                manifest.image = Some(match (built, refused) {
+                    (
+                        Err(Outcome::Failed(FailureReason::BuildFailed { command, log_tail, .. })),
+                        Some((host, reason)),
+                    ) => {
+                        return Err(Outcome::Failed(FailureReason::EgressRefused { host, reason, command, log_tail }));
+                    }
+                    (built, _) => built?,
+                });
                 manifest.start = None;
                 move_tree(&staging, &out).await.map_err(retry)?;
             } else {
-                for (what, command) in [("install", &plan.install), ("build", &plan.build)] {
-                    if let Some(command) = command {
-                        self.run_step(what, command, &work, log).await?;
+                let toolchains = self.toolchains(&plan, log).await?;
+                let owner = OwnerCache::open(&self.config.cache_dir, &spec.owner.to_string()).await.map_err(retry)?;
+                let mut binds: Vec<sandbox::Bind> = toolchains
+                    .iter()
+                    .filter_map(|t| {
+                        t.host_dir.as_ref().map(|host| sandbox::Bind {
+                            host: host.clone(),
+                            guest: t.guest_dir.clone(),
+                            writable: false,
+                        })
+                    })
+                    .collect();
+                binds.push(sandbox::Bind {
+                    host: owner.packages.clone(),
+                    guest: environment::CACHE_GUEST.into(),
+                    writable: true,
+                });
+                if let Some(mirror) = self.config.egress.policy().mirror("cargo") {
+                    owner
+                        .write_cargo_config(&environment::cargo_config(mirror.base().as_str()))
+                        .await
+                        .map_err(retry)?;
+                }
+                let mut steps =
+                    self.steps(spec, &plan, &work, binds, toolchains.iter().map(Into::into).collect()).await?;
+                steps.tool_bins = self.tools(&steps, &owner, log).await?;
+
+                let layer = plan.deps.as_ref().and_then(|deps| {
+                    let keys: Vec<String> = toolchains.iter().map(|t| t.key.clone()).collect();
+                    layers::key(&plan, &keys, &work).map(|key| (key, deps.outputs.clone()))
+                });
+                let layers = Layers { root: owner.layers.clone() };
+                let restored = match &layer {
+                    Some((key, outputs)) => layers.restore(key, outputs, &work).await.unwrap_or(false),
+                    None => false,
+                };
+                // Yarn 1 fetches from its lockfile's URLs: through the mirror when there is one.
+                let yarn_lock = work.join("yarn.lock");
+                let yarn_original = match self.config.egress.policy().mirror("npm") {
+                    Some(mirror) if plan.tools.iter().any(|t| t.name == "yarn" && t.version.starts_with("1.")) => {
+                        match tokio::fs::symlink_metadata(&yarn_lock).await {
+                            Ok(meta) if meta.is_file() => {
+                                let original = tokio::fs::read_to_string(&yarn_lock).await.map_err(retry)?;
+                                let rewritten = environment::yarn_lock_for_mirror(&original, mirror.base().as_str());
+                                tokio::fs::write(&yarn_lock, rewritten).await.map_err(retry)?;
+                                Some(original)
+                            }
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                if restored {
+                    log.platform("install: dependencies restored from an earlier build (their inputs are unchanged)")
+                        .await;
+                } else if let Some(install) = &plan.install {
+                    steps.run(steps::Kind::Install, install, plan.package_manager.as_deref(), log).await?;
+                    if let Some((key, outputs)) = &layer
+                        && let Err(e) = layers.save(key, outputs, &work).await
+                    {
+                        tracing::warn!(error = %e, "keeping the dependency layer failed");
                     }
                 }
+                for (kind, command) in [(steps::Kind::Build, &plan.build), (steps::Kind::Prune, &plan.prune)] {
+                    if let Some(command) = command {
+                        steps.run(kind, command, None, log).await?;
+                    }
+                }
+                if let Some(original) = yarn_original {
+                    tokio::fs::write(&yarn_lock, original).await.map_err(retry)?;
+                }
+                manifest.toolchains = toolchains
+                    .iter()
+                    .map(|t| ToolchainMount {
+                        tool: t.tool.as_str().to_owned(),
+                        version: t.version.clone(),
+                        key: t.host_dir.as_ref().map(|_| t.key.clone()),
+                        guest_dir: t.guest_dir.clone(),
+                    })
+                    .collect();
+                manifest.env = environment::run_env(&plan, &steps.toolchains);
                 // Output first, manifest last: a manifest means a complete output.
                 move_tree(&work, &out).await.map_err(retry)?;
                 if let Some(registry) = &self.config.registry {
-                    manifest.pushed = Some(self.package(registry, spec, &plan, &out, log).await?);
+                    manifest.pushed = Some(self.package(registry, spec, &plan, &manifest, &out, log).await?);
                 }
             }
             let json = serde_json::to_vec_pretty(&manifest).map_err(retry)?;
@@ -244,6 +339,90 @@ impl Job<'_> {
         result
     }
 
+    async fn steps<'p>(
+        &'p self,
+        spec: &domain::Spec,
+        plan: &'p Plan,
+        work: &Path,
+        binds: Vec<sandbox::Bind>,
+        toolchains: Vec<environment::ToolchainEnv>,
+    ) -> Result<Steps<'p>, Outcome> {
+        let service = spec.service_id.to_string().to_lowercase();
+        Ok(Steps {
+            config: self.config,
+            id: self.deployment_id.short(),
+            work: work.to_path_buf(),
+            plan,
+            toolchains,
+            binds,
+            tool_bins: vec![],
+            cargo_target: format!("{}/cargo-target/{service}", environment::CACHE_GUEST),
+        })
+    }
+
+    /// Provides the plan's toolchains, downloading what the cache lacks.
+    async fn toolchains(&self, plan: &Plan, log: &mut LogSink) -> Result<Vec<toolchains::Toolchain>, Outcome> {
+        let mut provided = Vec::new();
+        for request in &plan.toolchains {
+            match self.config.toolchains.provide(request).await {
+                Ok(t) => {
+                    let from = request.from.as_deref().map(|f| format!(", asked for in {f}")).unwrap_or_default();
+                    log.platform(format!("toolchain: {} {} from {}{from}", t.tool, t.version, t.source)).await;
+                    for note in &t.notes {
+                        log.platform(format!("toolchain: {note}")).await;
+                    }
+                    provided.push(t);
+                }
+                Err(toolchains::Error::Unavailable { tool, requested, from, available }) => {
+                    return Err(Outcome::Failed(FailureReason::ToolchainUnavailable {
+                        tool: tool.as_str().to_owned(),
+                        requested,
+                        from,
+                        available,
+                    }));
+                }
+                Err(e) if e.is_transient() => return Err(retry(format!("toolchain {}: {e}", request.tool))),
+                Err(e) => {
+                    return Err(Outcome::Failed(FailureReason::BuildFailed {
+                        command: format!("provide the {} toolchain", request.tool),
+                        exit_code: None,
+                        log_tail: vec![e.to_string()],
+                    }));
+                }
+            }
+        }
+        Ok(provided)
+    }
+
+    /// Installs the plan's package-manager CLIs into the owner's cache (once per version) and
+    /// returns their bin directories as the sandbox sees them.
+    async fn tools(&self, steps: &Steps<'_>, owner: &OwnerCache, log: &mut LogSink) -> Result<Vec<String>, Outcome> {
+        let mut bins = Vec::new();
+        for tool in &steps.plan.tools {
+            let dir = format!("{}-{}", tool.name, tool.version);
+            if !tool
+                .name
+                .bytes()
+                .chain(tool.version.bytes())
+                .all(|b| b.is_ascii_alphanumeric() || b"@/._-+".contains(&b))
+                || dir.contains("..")
+            {
+                return Err(retry(format!("the plan names an odd tool {dir:?}")));
+            }
+            let guest = format!("{}/{}", environment::TOOLS_GUEST, dir.replace('/', "_"));
+            let lock = owner.tool_lock(&guest).await;
+            let _held = lock.lock().await;
+            let ready = owner.packages.join("tools").join(dir.replace('/', "_")).join(".complete");
+            if !tokio::fs::try_exists(&ready).await.unwrap_or(false) {
+                let (command, pm) = crate::tools::install_command(tool, &guest);
+                steps.run(steps::Kind::Tool, &command, Some(pm), log).await?;
+                tokio::fs::write(&ready, b"").await.map_err(retry)?;
+            }
+            bins.push(format!("{guest}/bin"));
+        }
+        Ok(bins)
+    }
+
     /// Packages a plan's build output as an image on the provider's base image (for the
     /// cluster runtime) and pushes it.
     async fn package(
@@ -251,6 +430,7 @@ impl Job<'_> {
         registry: &crate::registry::Registry,
         spec: &domain::Spec,
         plan: &Plan,
+        manifest: &ArtifactManifest,
         out: &Path,
         log: &mut LogSink,
     ) -> Result<String, Outcome> {
@@ -264,99 +444,58 @@ impl Job<'_> {
                 )],
             }));
         };
-        let sb = self.config.sandbox.create(self.sandbox_spec(out)).await.map_err(retry)?;
-        let name = format!("svc/{}", spec.service_id.to_string().to_lowercase());
-        let tag = crate::registry::build_tag(&self.commit_sha, &plan.key());
-        let local = format!("localhost/dmcp-package:{}", self.deployment_id.short());
-        let pushed = tokio::time::timeout(
-            self.config.build_timeout,
-            crate::image::package(&sb, out, base, plan, &local, (registry, name, tag), log),
-        )
-        .await;
-        let _ = sb.destroy(Duration::from_secs(1)).await;
-        pushed.map_err(|_| self.too_long("package the build as an image", log))?
-    }
-
-    /// A build step stopped at the build timeout (dropping its process kills it).
-    fn too_long(&self, command: &str, log: &LogSink) -> Outcome {
-        Outcome::Failed(FailureReason::BuildFailed {
-            command: command.to_owned(),
-            exit_code: None,
-            log_tail: with_note(
-                log.tail(),
-                format!("stopped after {} s: the build took too long", self.config.build_timeout.as_secs()),
-            ),
-        })
-    }
-
-    /// A build's sandbox over its work directory.
-    fn sandbox_spec(&self, work: &Path) -> sandbox::Spec {
-        sandbox::Spec {
+        // Only for buildah's network namespace: packaging reaches nothing.
+        let spec_sb = sandbox::Spec {
             id: self.deployment_id.short(),
-            app_dir: work.to_path_buf(),
+            app_dir: out.to_path_buf(),
             memory_mb: self.config.build_memory_mb,
             cpu_millis: 0,
             pids_max: 512,
-            tmp_mb: 512,
+            tmp_mb: 64,
             volumes: vec![],
             binds: vec![],
-            network: sandbox::Network::Forward,
-        }
-    }
-
-    /// Runs one install or build command in a fresh sandbox over the work directory.
-    async fn run_step(&self, what: &str, command: &str, work: &Path, log: &mut LogSink) -> Result<(), Outcome> {
-        log.platform(format!("{what}: $ {command}")).await;
-        let sb = self.config.sandbox.create(self.sandbox_spec(work)).await.map_err(retry)?;
-        let env = vec![("CI".to_owned(), "true".to_owned()), ("NODE_ENV".to_owned(), "production".to_owned())];
-        let result = async {
-            let mut process = sb.spawn(command, &env).map_err(retry)?;
-            let mut lines = process.lines();
-            let wait = async {
-                while let Some(line) = lines.recv().await {
-                    log.line(line.stream.as_str(), line.text).await;
-                }
-                process.wait().await
-            };
-            let status = match tokio::time::timeout(self.config.build_timeout, wait).await {
-                Ok(status) => status.map_err(retry)?,
-                Err(_) => return Err(self.too_long(command, log)),
-            };
-            if status.success() {
-                return Ok(());
-            }
-            let mut tail = log.tail();
-            if sb.oom_kills() > 0 {
-                tail = with_note(tail, format!("the build ran out of memory ({} MiB)", self.config.build_memory_mb));
-            }
-            Err(Outcome::Failed(FailureReason::BuildFailed {
-                command: command.to_owned(),
-                exit_code: exit_code(status),
-                log_tail: tail,
-            }))
-        }
+            network: sandbox::Network::Sealed,
+        };
+        let sb = self.config.sandbox.create(spec_sb).await.map_err(retry)?;
+        let name = format!("svc/{}", spec.service_id.to_string().to_lowercase());
+        let tag = crate::registry::build_tag(&self.commit_sha, &plan.key());
+        let local = format!("localhost/dmcp-package:{}", self.deployment_id.short());
+        let toolchains: Vec<(PathBuf, String)> = manifest
+            .toolchains
+            .iter()
+            .filter_map(|t| t.key.as_ref().map(|k| (self.config.toolchains.root().join(k), t.guest_dir.clone())))
+            .collect();
+        let pushed = tokio::time::timeout(
+            self.config.build_timeout,
+            crate::image::package(
+                &sb,
+                out,
+                base,
+                plan,
+                crate::image::Extras { toolchains: &toolchains, env: &manifest.env },
+                &local,
+                (registry, name, tag),
+                log,
+            ),
+        )
         .await;
         let _ = sb.destroy(Duration::from_secs(1)).await;
-        result
+        pushed.map_err(|_| steps::too_long(self.config, "package the build as an image", log))?
     }
-}
-
-fn exit_code(status: sandbox::ExitStatus) -> Option<i32> {
-    match status {
-        sandbox::ExitStatus::Code(c) => Some(c),
-        sandbox::ExitStatus::Signal(_) => None,
-    }
-}
-
-fn with_note(mut tail: Vec<String>, note: String) -> Vec<String> {
-    tail.push(note);
-    tail
 }
 
 fn summary(reason: &FailureReason) -> String {
     match reason {
         FailureReason::BuildFailed { command, exit_code: Some(code), .. } => format!("`{command}` exited with {code}"),
         FailureReason::BuildFailed { command, .. } => format!("`{command}` failed"),
+        FailureReason::DependencyInstallFailed { package_manager, first_error, .. } => match first_error {
+            Some(e) => format!("{package_manager} could not install the dependencies: {e}"),
+            None => format!("{package_manager} could not install the dependencies"),
+        },
+        FailureReason::EgressRefused { host, .. } => format!("the build may not reach {host}"),
+        FailureReason::ToolchainUnavailable { tool, requested, available, .. } => {
+            format!("{tool} {requested} cannot be provided (usable: {})", available.join(", "))
+        }
         other => format!("{other:?}"),
     }
 }

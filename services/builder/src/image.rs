@@ -20,12 +20,14 @@ const BUILDAH: &str = "buildah";
 
 /// Builds `work`'s Dockerfile and exports the image into `out/rootfs`. `start` (the service's
 /// start_command) replaces the image's entrypoint and command.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn build(
     sandbox: &sandbox::Sandbox,
     work: &Path,
     out: &Path,
     tag: &str,
     start: Option<&str>,
+    env: &[(String, String)],
     push: Option<(&crate::registry::Registry, String, String)>,
     log: &mut LogSink,
 ) -> Result<ImageRun, Outcome> {
@@ -35,7 +37,7 @@ pub(crate) async fn build(
     bud.args(["netns", "exec", sandbox.netns(), BUILDAH, "bud", "--isolation", "chroot", "--pull=never"])
         .args(["--layers=false", "-f", "Dockerfile", "-t", tag, "."])
         .current_dir(work);
-    let status = run_logged(bud, log).await.map_err(retry)?;
+    let status = run_logged(bud, env, log).await.map_err(retry)?;
     if !status.success() {
         let mut tail = log.tail();
         if tail.iter().any(|l| l.contains("image not known")) {
@@ -63,11 +65,20 @@ pub(crate) async fn build(
 /// Packages a plan's build output (`out`) onto `base`: `/app` holds the output, and the image
 /// runs the plan's start command (a static site: busybox `httpd` on `$PORT`, which the base
 /// must provide). Pushes it and returns `<reference>@<digest>`.
+/// What a plan build's image carries besides its output: the toolchains it ran with (host
+/// directory, guest path) and the variables it runs with.
+pub(crate) struct Extras<'a> {
+    pub toolchains: &'a [(std::path::PathBuf, String)],
+    pub env: &'a [(String, String)],
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn package(
     sandbox: &sandbox::Sandbox,
     out: &Path,
     base: &str,
     plan: &crate::plan::Plan,
+    extras: Extras<'_>,
     local: &str,
     (registry, name, tag): (&crate::registry::Registry, String, String),
     log: &mut LogSink,
@@ -84,15 +95,31 @@ pub(crate) async fn package(
         let _ = tokio::fs::remove_dir_all(&context).await;
         return Err(Outcome::Retry("copying the build output for its image failed".into()));
     }
+    let mut dockerfile = format!("FROM {base}\nCOPY app /app\n");
+    // The toolchains at the paths the build used: the venv's interpreter link, node_modules'
+    // native modules and PATH all expect them there.
+    for (i, (host, guest)) in extras.toolchains.iter().enumerate() {
+        let name = format!("toolchain-{i}");
+        let cp = Command::new("cp").arg("-a").arg(host).arg(context.join(&name)).output().await;
+        if !cp.as_ref().is_ok_and(|o| o.status.success()) {
+            let _ = tokio::fs::remove_dir_all(&context).await;
+            return Err(Outcome::Retry(format!("copying the toolchain {} for its image failed", host.display())));
+        }
+        dockerfile.push_str(&format!("COPY {name} {guest}\n"));
+    }
+    for (key, value) in extras.env {
+        let value = serde_json::to_string(value).map_err(retry)?;
+        dockerfile.push_str(&format!("ENV {key}={value}\n"));
+    }
     let cmd = serde_json::to_string(&["/bin/sh", "-c", &start]).map_err(retry)?;
-    let dockerfile = format!("FROM {base}\nCOPY app /app\nWORKDIR /app\nCMD {cmd}\n");
+    dockerfile.push_str(&format!("WORKDIR /app\nCMD {cmd}\n"));
     tokio::fs::write(context.join("Dockerfile"), dockerfile).await.map_err(retry)?;
     log.platform(format!("package: FROM {base}, CMD {start}")).await;
     let mut bud = Command::new("ip");
     bud.args(["netns", "exec", sandbox.netns(), BUILDAH, "bud", "--isolation", "chroot", "--pull=never"])
         .args(["--layers=false", "-f", "Dockerfile", "-t", local, "."])
         .current_dir(&context);
-    let status = run_logged(bud, log).await;
+    let status = run_logged(bud, &[], log).await;
     let _ = tokio::fs::remove_dir_all(&context).await;
     let status = status.map_err(retry)?;
     if !status.success() {
@@ -164,10 +191,15 @@ async fn buildah(args: &[&str]) -> std::io::Result<String> {
 }
 
 /// Runs a command with its output going line by line to the build log.
-async fn run_logged(mut command: Command, log: &mut LogSink) -> std::io::Result<std::process::ExitStatus> {
+async fn run_logged(
+    mut command: Command,
+    env: &[(String, String)],
+    log: &mut LogSink,
+) -> std::io::Result<std::process::ExitStatus> {
     let mut child = command
         .env_clear()
         .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

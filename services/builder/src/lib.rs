@@ -3,17 +3,25 @@
 //!
 //! Two durable consumers, both idempotent:
 //! - `builder` (EVENTS, `service.*`): on `DeploymentRequested` it checks the commit out, picks a
-//!   build plan ([`plan`]), runs install and build in a sandbox and records `BuildSucceeded` or a
-//!   typed `DeploymentFailed`. Output is content-addressed by commit SHA + plan, so the same
-//!   commit is built once. A crash mid-build is redelivered and built again from scratch.
+//!   build plan ([`plan`]), provides the toolchains it asks for, runs install, build and prune in
+//!   sealed sandboxes whose only way out is an egress proxy to package registries, and records
+//!   `BuildSucceeded` or a typed `DeploymentFailed`. Output is content-addressed by commit SHA +
+//!   plan, so the same commit is built once; an install whose inputs did not change is restored
+//!   from the owner's dependency layers. A crash mid-build is redelivered and built again.
 //! - `deployer` (INTENTS, `push.*`): a `PushReceived` deploys that commit on every service
 //!   attached to the branch; the service aggregate drops a commit it has seen.
 
 mod build;
+mod cache;
 mod deployer;
+mod diagnose;
+mod environment;
 mod image;
+mod layers;
 pub mod plan;
 pub mod registry;
+mod steps;
+mod tools;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,6 +56,13 @@ pub struct Config {
     pub registry: Option<registry::Registry>,
     /// Base image per provider (`static`, `python`, `node`, …) that plan builds are packaged on.
     pub base_images: std::collections::BTreeMap<String, String>,
+    /// The builds' only way out: the package registries it allows and the mirrors it serves.
+    pub egress: egress::Proxy,
+    /// The shared toolchain cache and where missing toolchains come from.
+    pub toolchains: toolchains::Toolchains,
+    /// Per owner: package caches (bound into their builds) and dependency layers. Must be
+    /// searchable by the sandbox user.
+    pub cache_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Config {

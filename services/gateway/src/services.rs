@@ -451,7 +451,8 @@ pub struct DeploymentView {
     pub image: Option<String>,
     #[serde(skip_serializing_if = "is_zero")]
     pub restarts: i32,
-    /// Why it failed, typed (`kind`: build_failed, start_command_exited, port_not_listened,
+    /// Why it failed, typed (`kind`: build_failed, toolchain_unavailable,
+    /// dependency_install_failed, egress_refused, start_command_exited, port_not_listened,
     /// health_check_timed_out, out_of_memory, superseded, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<serde_json::Value>,
@@ -510,6 +511,25 @@ pub fn hint(f: &FailureReason) -> String {
         FailureReason::ImagePullFailed { .. } => {
             "the image could not be pulled: check the image name and registry".into()
         }
+        FailureReason::ToolchainUnavailable { tool, requested, from, available } => {
+            let asked = match from {
+                Some(from) => format!("{tool} {requested} (from {from})"),
+                None => format!("{tool} {requested}"),
+            };
+            let usable = if available.is_empty() { "none".to_owned() } else { available.join(", ") };
+            format!(
+                "this platform cannot provide {asked}; usable {tool} versions: {usable}. Change the version the app asks for to one of them, push again"
+            )
+        }
+        FailureReason::DependencyInstallFailed { package_manager, first_error, .. } => {
+            let first = first_error.as_deref().map(|e| format!(" (first error: {e})")).unwrap_or_default();
+            format!(
+                "{package_manager} could not install the dependencies{first}: check the package names and versions in the manifest and lockfile (regenerate the lockfile if it is stale), read log_tail, push again"
+            )
+        }
+        FailureReason::EgressRefused { host, reason, .. } => format!(
+            "the build tried to reach {host}, which builds may not ({reason}): builds reach only package registries; vendor the dependency or fetch it from a registry, or ask the operator to allow the host (DEPLOY_MCP_BUILD_EGRESS_ALLOW)"
+        ),
         FailureReason::Superseded { .. } => "a newer deployment replaced this one before it went live".into(),
         FailureReason::ResourceNotReady { name, status } => format!(
             "resource `{name}` is {status}: check it with get_resource, then call redeploy_service once it is ready"

@@ -32,7 +32,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use driver::{Driver, Edge, Launch, Report, Running, StartError, Unavailable, ZoneCert};
-pub use local::LocalDriver;
+pub use local::{AppEgress, LocalDriver};
 pub use placement::{CommandPlacement, kubernetes_driver};
 pub use provision::{Providers, Provisioner, provider_key};
 

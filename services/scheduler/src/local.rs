@@ -24,6 +24,23 @@ pub struct LocalDriver {
     /// Where each deployment gets its writable copy of the build output.
     pub run_dir: PathBuf,
     pub health_timeout: Duration,
+    /// The shared toolchain cache: a plan build's toolchains are bound from here, read-only, at
+    /// the place its build saw them.
+    pub toolchain_dir: PathBuf,
+    /// What apps reach outside their sandbox.
+    pub egress: AppEgress,
+}
+
+/// Apps' outbound network (never the host's services, private ranges or other apps).
+#[derive(Clone, Default)]
+pub enum AppEgress {
+    /// Public destinations through the host, where the operator lets the host forward.
+    #[default]
+    Direct,
+    /// Only through an egress proxy with its own allowlist (`HTTP(S)_PROXY` set in the app).
+    Proxy(egress::Proxy),
+    /// Nothing at all.
+    None,
 }
 
 impl std::fmt::Debug for LocalDriver {
@@ -152,7 +169,8 @@ impl Command {
 }
 
 enum Attempt {
-    Healthy(Box<(Sandbox, sandbox::Process)>),
+    /// Running and answering; the app's egress proxy, if it has one, lives as long as it.
+    Healthy(Box<(Sandbox, sandbox::Process, Option<egress::Serving>)>),
     Failed(FailureReason),
     Stopped,
 }
@@ -175,10 +193,10 @@ impl Supervisor {
                     Attempt::Failed(FailureReason::Internal { message: "the sandbox could not be created".into() })
                 }
             };
-            let (sb, mut process) = match attempt {
+            let (sb, mut process, _proxy) = match attempt {
                 Attempt::Stopped => break,
                 Attempt::Healthy(started) => {
-                    let (sb, process) = *started;
+                    let (sb, process, proxy) = *started;
                     let upstream = Upstream::Http(SocketAddr::new(sb.address().into(), self.launch.port));
                     *self.upstream.lock().expect("not poisoned") = Some(upstream.clone());
                     match first.take() {
@@ -195,7 +213,7 @@ impl Supervisor {
                                 .await;
                         }
                     }
-                    (sb, process)
+                    (sb, process, proxy)
                 }
                 Attempt::Failed(reason) => {
                     if let Some(tx) = first.take() {
@@ -265,8 +283,11 @@ impl Supervisor {
             pids_max: 256,
             tmp_mb: 64,
             volumes: self.launch.volumes.clone(),
-            binds: vec![],
-            network: sandbox::Network::Forward,
+            binds: toolchain_binds(&self.driver.toolchain_dir, &l.manifest.toolchains)?,
+            network: match self.driver.egress {
+                AppEgress::Direct => sandbox::Network::Forward,
+                AppEgress::Proxy(_) | AppEgress::None => sandbox::Network::Sealed,
+            },
         };
         let sb = self.driver.sandbox.create(spec).await.map_err(|e| e.to_string())?;
         let mut env = match &self.command {
@@ -277,7 +298,21 @@ impl Supervisor {
                 .filter_map(|kv| kv.split_once('='))
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
-            Command::Shell(_) => vec![],
+            // The build's (PATH with the toolchains, VIRTUAL_ENV, ...) first, likewise.
+            Command::Shell(_) => l.manifest.env.clone(),
+        };
+        let proxy = match &self.driver.egress {
+            AppEgress::Proxy(proxy) => match self.app_proxy(&sb, proxy).await {
+                Ok((serving, vars)) => {
+                    env.extend(vars);
+                    Some(serving)
+                }
+                Err(e) => {
+                    let _ = sb.destroy(Duration::ZERO).await;
+                    return Err(e);
+                }
+            },
+            _ => None,
         };
         env.extend(l.env.iter().cloned());
         env.push(("PORT".into(), l.port.to_string()));
@@ -313,7 +348,7 @@ impl Supervisor {
             }
         };
         let reason = match outcome {
-            Ok(true) => return Ok(Attempt::Healthy(Box::new((sb, process)))),
+            Ok(true) => return Ok(Attempt::Healthy(Box::new((sb, process, proxy)))),
             Ok(false) => {
                 let listened: Vec<u16> = sb.listening_ports().await.into_iter().filter(|p| *p != l.port).collect();
                 if listened.is_empty() {
@@ -340,6 +375,72 @@ impl Supervisor {
         self.note(format!("start failed: {reason:?}")).await;
         let _ = sb.destroy(Duration::ZERO).await;
         Ok(Attempt::Failed(reason))
+    }
+}
+
+impl Supervisor {
+    /// An egress proxy for this app alone, on its gateway address; its what the app's HTTP
+    /// clients are pointed at.
+    async fn app_proxy(
+        &self,
+        sb: &Sandbox,
+        proxy: &egress::Proxy,
+    ) -> Result<(egress::Serving, Vec<(String, String)>), String> {
+        let listener = tokio::net::TcpListener::bind((sb.host_address(), 0)).await.map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        sb.open_host_port(addr.port()).await.map_err(|e| e.to_string())?;
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let serving = proxy.serve(listener, sb.address().into(), events_tx);
+        // Refusals go to the app's log, so its owner sees why a call failed.
+        let log = self.log.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if let egress::Event::Refused { .. } = event
+                    && let Some(log) = log.lock().await.as_mut()
+                {
+                    log.platform(format!("egress: {event}")).await;
+                }
+            }
+        });
+        let url = format!("http://{addr}");
+        let vars = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
+            .into_iter()
+            .map(|k| (k.to_owned(), url.clone()))
+            .chain(["NO_PROXY", "no_proxy"].into_iter().map(|k| (k.to_owned(), "localhost,127.0.0.1".to_owned())))
+            .collect();
+        Ok((serving, vars))
+    }
+}
+
+/// The toolchains a plan build ran with, read-only where the build saw them.
+fn toolchain_binds(root: &Path, toolchains: &[events::ToolchainMount]) -> Result<Vec<sandbox::Bind>, String> {
+    let mut binds = Vec::new();
+    for t in toolchains {
+        let Some(key) = &t.key else { continue };
+        if key.is_empty() || key.contains('/') || key.starts_with('.') {
+            return Err(format!("the build names an odd toolchain directory {key:?}"));
+        }
+        let host = root.join(key);
+        if !host.is_dir() {
+            return Err(format!(
+                "the {} {} toolchain this deployment was built with is no longer in the toolchain cache ({}): redeploy to build again",
+                t.tool,
+                t.version,
+                host.display()
+            ));
+        }
+        binds.push(sandbox::Bind { host, guest: t.guest_dir.clone(), writable: false });
+    }
+    Ok(binds)
+}
+
+impl std::fmt::Debug for AppEgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AppEgress::Direct => "Direct",
+            AppEgress::Proxy(_) => "Proxy",
+            AppEgress::None => "None",
+        })
     }
 }
 

@@ -80,9 +80,7 @@ fn launch(deployment: &str, commit: &str) -> K8sLaunch {
             manifest: ArtifactManifest {
                 provider: "node".into(),
                 start: Some("node server.js".into()),
-                static_root: None,
-                image: None,
-                pushed: None,
+                ..ArtifactManifest::default()
             },
             port: 3000,
             env: vec![("DATABASE_URL".into(), "postgres://u:p@db/x".into()), ("MODE".into(), "prod".into())],
