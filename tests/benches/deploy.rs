@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use deploy_mcp::Components;
-use deploy_mcp_tests::{Client, Scratch, TestPlatform, call_tool, eventually, git, mcp_client, tool_ok, unique};
+use deploy_mcp_tests::{Client, Pushed, TestPlatform, call_tool, eventually, git, mcp_client, router, tool_ok, unique};
 use serde_json::{Value, json};
 
 /// How often the router is polled.
@@ -74,31 +74,6 @@ impl Fixture {
             _ => body.trim() == format!("python fixture v{v}"),
         }
     }
-}
-
-/// A working copy of a fixture pushed to a new repo of the platform.
-struct Pushed {
-    dir: Scratch,
-}
-
-impl Pushed {
-    /// Creates repo `repo`, commits the fixture and pushes it to `main`.
-    async fn new(client: &Client, repo: &str, fixture: Fixture) -> Self {
-        tool_ok(call_tool(client, "create_repo", json!({ "name": repo })).await);
-        let token = tool_ok(call_tool(client, "get_git_token", json!({ "name": repo })).await);
-        let dir = Scratch::new();
-        deploy_mcp_tests::copy_tree(&deploy_mcp_tests::fixture_app(fixture.name), &dir.0);
-        git(&dir.0, &["init", "-q"]).unwrap();
-        git(&dir.0, &["add", "."]).unwrap();
-        git(&dir.0, &["commit", "-q", "-m", "fixture"]).unwrap();
-        git(&dir.0, &["remote", "add", "deploy", token["authenticated_url"].as_str().unwrap()]).unwrap();
-        git(&dir.0, &["push", "-q", "deploy", "HEAD:main"]).unwrap();
-        Self { dir }
-    }
-}
-
-fn router(p: &TestPlatform) -> SocketAddr {
-    p.running.as_ref().and_then(|r| r.router_addr).expect("the scheduler's router runs")
 }
 
 /// GET `/` through the router with the service's host name.
@@ -189,7 +164,7 @@ async fn create_to_live(b: &mut Bench, fixture: Fixture, n: u32) -> (Row, Option
     let mut first = None;
     for i in 1..=n {
         let name = format!("{}{i}", fixture.prefix);
-        let code = Pushed::new(client, &name, fixture).await;
+        let code = Pushed::new(client, &name, fixture.name).await;
         let t0 = Instant::now();
         let created = tool_ok(call_tool(client, "create_service", json!({ "repo": name, "name": name })).await);
         let url = created["url"].as_str().expect("the service URL").to_owned();

@@ -2,81 +2,23 @@
 //! `tests/fixtures/apps` are pushed, deployed in sandboxes and reached through the router.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use deploy_mcp::Components;
-use deploy_mcp_tests::{Scratch, TestPlatform, call_tool, eventually, git, mcp_client, tool_err, tool_ok};
+use deploy_mcp_tests::{
+    Client, Pushed, Scratch, TestPlatform, call_tool, eventually, mcp_client, router, tool_err, tool_ok, wait_latest,
+};
 use rmcp::RoleClient;
-use rmcp::service::RunningService;
 use serde_json::{Value, json};
 
-type Client = RunningService<RoleClient, ()>;
-
-/// A working copy of a fixture pushed to a new repo of the platform.
-struct Pushed {
-    dir: Scratch,
-}
-
-impl Pushed {
-    /// Creates repo `repo`, commits the fixture and pushes it to `main`.
-    async fn new(client: &Client, repo: &str, fixture_name: &str) -> Self {
-        Self::new_with(client, repo, fixture_name, |_| {}).await
-    }
-
-    /// Like `new`, with `prepare` adding to the working copy before the first commit.
-    async fn new_with(client: &Client, repo: &str, fixture_name: &str, prepare: impl FnOnce(&Path)) -> Self {
-        tool_ok(call_tool(client, "create_repo", json!({ "name": repo })).await);
-        let token = tool_ok(call_tool(client, "get_git_token", json!({ "name": repo })).await);
-        let dir = Scratch::new();
-        deploy_mcp_tests::copy_tree(&deploy_mcp_tests::fixture_app(fixture_name), &dir.0);
-        prepare(&dir.0);
-        git(&dir.0, &["init", "-q"]).unwrap();
-        git(&dir.0, &["add", "."]).unwrap();
-        git(&dir.0, &["commit", "-q", "-m", "fixture"]).unwrap();
-        git(&dir.0, &["remote", "add", "deploy", token["authenticated_url"].as_str().unwrap()]).unwrap();
-        let me = Self { dir };
-        me.push();
-        me
-    }
-
-    fn write_and_push(&self, file: &str, contents: &str) -> String {
-        std::fs::write(self.dir.0.join(file), contents).unwrap();
-        git(&self.dir.0, &["commit", "-q", "-am", "change"]).unwrap();
-        self.push();
-        git(&self.dir.0, &["rev-parse", "HEAD"]).unwrap()
-    }
-
-    fn push(&self) {
-        git(&self.dir.0, &["push", "-q", "deploy", "HEAD:main"]).unwrap();
-    }
-}
-
-fn router(p: &TestPlatform) -> SocketAddr {
-    p.running.as_ref().and_then(|r| r.router_addr).expect("the scheduler's router runs")
-}
-
-/// GET through the router with the service's host name, as a browser at the URL would.
 async fn get(http: &reqwest::Client, router: SocketAddr, url: &str, path: &str) -> reqwest::Result<(u16, String)> {
-    let host = url.split("://").nth(1).unwrap().split('/').next().unwrap();
-    let r = http.get(format!("http://{router}{path}")).header("host", host).send().await?;
-    Ok((r.status().as_u16(), r.text().await?.trim().to_owned()))
+    deploy_mcp_tests::get_via_router(http, router, url, path).await
 }
 
 async fn service(client: &Client, name: &str) -> Value {
-    tool_ok(call_tool(client, "get_service", json!({ "name": name, "deploy_log_lines": 50 })).await)
-}
-
-/// Waits until the latest deployment has the status (or failed, which ends the wait early).
-async fn wait_latest(client: &Client, name: &str, status: &str, timeout: Duration) -> Value {
-    eventually(timeout, &format!("{name}: latest deployment {status}"), || async {
-        let s = service(client, name).await;
-        let latest = s["deployments"][0]["status"].as_str().unwrap_or_default().to_owned();
-        (latest == status || (latest == "failed" && status != "failed")).then_some(s)
-    })
-    .await
+    deploy_mcp_tests::get_service(client, name, 50).await
 }
 
 async fn platform() -> (TestPlatform, Client) {

@@ -1,6 +1,7 @@
 //! End-to-end tests on real PostgreSQL and NATS JetStream. Each test has its own database and
 //! subject prefix; tests that stop NATS run a server of their own.
 
+mod apps;
 mod browser;
 mod cli;
 mod deploy;
