@@ -13,13 +13,20 @@
 //! veths, table `inet dmcp_<instance>`, lease files under /run/deploy-mcp/net naming their instance), so parallel
 //! instances never collide and [`Host::new`] can remove what a crashed run of the same instance left behind.
 //!
+//! Disk space is limited by [`Disk`]s: directories that are size-limited ext4 images, loop-mounted, which callers
+//! make with [`Host::create_disk`] / [`Host::open_disk`] and pass as app directories, volumes or build directories.
+//!
 //! Needs root, `ip` (iproute2), `nft` (nftables), `bwrap` (bubblewrap >= 0.8), `setpriv` (util-linux), `find` and
-//! `chown` (findutils, coreutils; root filesystem mode) and the cgroup v1 memory, pids and cpu controllers. It never
-//! changes sysctls: outbound traffic from sandboxes leaves the machine only if the operator enabled forwarding
-//! (net.ipv4.ip_forward=1), and never from a [`Network::Sealed`] sandbox, which reaches only the host ports opened
-//! for its own veth (the builds' egress proxy).
+//! `chown` (findutils, coreutils; root filesystem mode), `mkfs.ext4`, `e2fsck`, `resize2fs` (e2fsprogs) and `mount`
+//! with loop devices (disks), and the cgroup v1 memory, pids and cpu controllers. It never changes sysctls: outbound
+//! traffic from sandboxes leaves the machine only if the operator enabled forwarding (net.ipv4.ip_forward=1), and
+//! never from a [`Network::Sealed`] sandbox, which reaches only the host ports opened for its own veth (the builds'
+//! egress proxy).
 
 mod cgroup;
+mod chown;
+mod disk;
+pub mod image_build;
 mod names;
 mod net;
 mod process;
@@ -37,6 +44,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+pub use disk::{Disk, MAX_DISK_MB, MIN_DISK_MB, Usage};
+pub use net::{BLOCKED_V4, BLOCKED_V6};
 pub use process::{ExitStatus, LogLine, MAX_LINE, Process, Stream, read_lines};
 
 use cgroup::{Cgroup, Hierarchies, Limits};
@@ -118,8 +127,9 @@ struct HostInner {
 pub struct Spec {
     /// Unique within the instance, [a-z0-9]{1,12} (the caller passes e.g. the tail of a deployment ULID, lowercased).
     pub id: String,
-    /// Host directory bound read-write at /app (chowned to 65534:65534 by `create`). It and its parents must be
-    /// searchable by uid 65534 (bwrap opens it as that user).
+    /// Host directory bound read-write at /app (chowned to 65534:65534 by `create`, never through a symlink). It
+    /// and its parents must be searchable by uid 65534 (bwrap opens it as that user). A [`Disk`]'s mount point
+    /// limits its size.
     pub app_dir: PathBuf,
     /// memory.limit_in_bytes, and memory.memsw.limit_in_bytes where swap accounting exists. /tmp counts against it.
     pub memory_mb: u32,
@@ -130,7 +140,8 @@ pub struct Spec {
     /// Size of the private tmpfs /tmp.
     pub tmp_mb: u32,
     /// Host directories bound read-write at absolute paths under `/data` (persistent data such as a
-    /// SQLite database that outlives deployments); chowned to 65534 like `app_dir`.
+    /// SQLite database that outlives deployments); chowned to 65534 like `app_dir`, safely also while another
+    /// sandbox using the same volume renames its entries.
     pub volumes: Vec<Volume>,
     /// Further host directories under `/opt` or `/cache` (toolchains read-only, package caches writable). Never
     /// chowned: whoever prepares them decides their ownership.
@@ -167,9 +178,10 @@ pub struct Volume {
 }
 
 impl Host {
-    /// Checks the tools (ip, nft, bwrap, setpriv) and cgroup v1 controllers (memory, pids, cpu) with a clear error
-    /// naming what is missing and how to install it; removes leftovers of this instance (namespaces, veths, cgroups,
-    /// address leases); installs this instance's firewall table.
+    /// Checks the tools (ip, nft, bwrap, setpriv, mkfs.ext4, e2fsck, resize2fs, mount) and cgroup v1 controllers
+    /// (memory, pids, cpu) with a clear error naming what is missing and how to install it; removes leftovers of
+    /// this instance (namespaces, veths, cgroups, address leases, mounted disks); installs this instance's firewall
+    /// table.
     pub async fn new(config: HostConfig) -> Result<Host> {
         names::validate_instance(&config.instance)?;
         tools::check_root()?;
@@ -228,7 +240,8 @@ impl Host {
     }
 
     /// Removes everything of this instance (used at shutdown and by tests): kills every process of its
-    /// sandboxes, deletes namespaces, veths, cgroups, leases, generated files and the firewall table.
+    /// sandboxes, deletes namespaces, veths, cgroups, leases, generated files and the firewall table, and unmounts
+    /// its disks (keeping their images).
     /// The Host refuses to create sandboxes afterwards.
     pub async fn teardown(&self) -> Result<()> {
         self.inner.torn_down.store(true, Ordering::SeqCst);
@@ -257,6 +270,8 @@ impl HostInner {
         for group in &groups {
             group.remove().await?;
         }
+        // After the processes are gone, so no disk is busy.
+        disk::remove_leftovers(&self.config).await?;
         for lease in self.leases.list()? {
             let stale = || {
                 self.leases.is_old(lease.index)
@@ -447,12 +462,16 @@ impl Sandbox {
                 self.address, self.spec.id
             ),
         )?;
-        let dirs: Vec<PathBuf> = std::iter::once(self.spec.app_dir.clone())
-            .chain(self.spec.volumes.iter().map(|v| v.host.clone()))
+        // Volumes may be in use by a running sandbox meanwhile (another deployment of the service): the walk
+        // never follows a symlink, whatever that sandbox renames (see chown.rs).
+        let dirs: Vec<(PathBuf, &'static str)> = std::iter::once((self.spec.app_dir.clone(), "app_dir"))
+            .chain(self.spec.volumes.iter().map(|v| (v.host.clone(), "volumes")))
             .collect();
-        tokio::task::spawn_blocking(move || dirs.iter().try_for_each(|d| chown_tree(d)))
-            .await
-            .map_err(|e| Error::io("chowning the app directory", io::Error::other(e)))?
+        tokio::task::spawn_blocking(move || {
+            dirs.iter().try_for_each(|(dir, what)| chown::chown_tree(dir, APP_UID, APP_UID, what))
+        })
+        .await
+        .map_err(|e| Error::io("chowning the app directory", io::Error::other(e)))?
     }
 
     /// Starts `/bin/sh -c <command>` inside the sandbox (cwd /app, HOME=/app, PATH=/usr/local/bin:/usr/bin:/bin,
@@ -729,33 +748,6 @@ fn write_file(path: &Path, content: &str) -> Result<()> {
         .and_then(|()| fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)))
         .and_then(|()| fs::rename(&tmp, path))
         .map_err(|e| Error::io(format!("writing {}", path.display()), e))
-}
-
-/// `chown -R 65534:65534` without following symlinks (an app could plant one pointing at a host file).
-/// Runs before any process of the sandbox does, so nothing can swap a directory for a link meanwhile.
-fn chown_tree(dir: &Path) -> Result<()> {
-    let chown = |path: &Path, meta: &fs::Metadata| -> Result<()> {
-        if meta.uid() != APP_UID || meta.gid() != APP_UID {
-            std::os::unix::fs::lchown(path, Some(APP_UID), Some(APP_UID))
-                .map_err(|e| Error::io(format!("chown {}", path.display()), e))?;
-        }
-        Ok(())
-    };
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let meta = fs::symlink_metadata(&dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
-        chown(&dir, &meta)?;
-        for entry in names::read_dir(&dir)? {
-            let path = entry.path();
-            let meta = fs::symlink_metadata(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-            if meta.is_dir() {
-                stack.push(path);
-            } else {
-                chown(&path, &meta)?;
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

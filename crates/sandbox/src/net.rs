@@ -14,8 +14,10 @@ const LINKS_DIR: &str = "/sys/class/net";
 
 /// Destinations a sandbox may not reach through the host: the host's own networks, cloud metadata, carrier NAT,
 /// loopback, and 10.201.0.0/16 itself (other sandboxes).
-const PRIVATE_V4: &str = "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 169.254.0.0/16, 100.64.0.0/10, 127.0.0.0/8";
-const PRIVATE_V6: &str = "::1/128, fc00::/7, fe80::/10";
+/// The one definition: the cluster runtime's egress NetworkPolicy refuses the same ranges.
+pub const BLOCKED_V4: [&str; 6] =
+    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10", "127.0.0.0/8"];
+pub const BLOCKED_V6: [&str; 3] = ["::1/128", "fc00::/7", "fe80::/10"];
 
 pub(crate) fn netns_exists(name: &str) -> bool {
     Path::new(NETNS_DIR).join(name).exists()
@@ -84,14 +86,15 @@ const HOST_PORTS: &str = "host_ports";
 pub(crate) fn firewall(instance: &str) -> String {
     let table = names::firewall_table(instance);
     let veths = format!("\"{}*\"", names::veth_prefix(instance));
+    let (private4, private6) = (BLOCKED_V4.join(", "), BLOCKED_V6.join(", "));
     // Adding the table before deleting it makes the delete succeed on a fresh machine; nft applies the file
     // as one transaction, so the rules are never half there.
     format!(
         "table inet {table} {{}}\n\
          delete table inet {table}\n\
          table inet {table} {{\n\
-         \tset private4 {{ type ipv4_addr; flags interval; elements = {{ {PRIVATE_V4} }} }}\n\
-         \tset private6 {{ type ipv6_addr; flags interval; elements = {{ {PRIVATE_V6} }} }}\n\
+         \tset private4 {{ type ipv4_addr; flags interval; elements = {{ {private4} }} }}\n\
+         \tset private6 {{ type ipv6_addr; flags interval; elements = {{ {private6} }} }}\n\
          \tset {SEALED} {{ type ifname; }}\n\
          \tset {HOST_PORTS} {{ type ifname . ipv4_addr . inet_service; }}\n\
          \tchain input {{\n\

@@ -1,5 +1,6 @@
 //! The host tools the sandbox shells out to (the crate forbids `unsafe`, so namespaces, firewall and privilege
-//! dropping are done by `ip`, `nft`, `setpriv` and `bwrap`), and the checks that they and root are there.
+//! dropping are done by `ip`, `nft`, `setpriv` and `bwrap`; disks by `mkfs.ext4`, `e2fsck`, `resize2fs` and
+//! `mount`, which sets up the loop device), and the checks that they and root are there.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -18,6 +19,11 @@ pub(crate) struct Tools {
     pub(crate) nft: PathBuf,
     pub(crate) bwrap: PathBuf,
     pub(crate) setpriv: PathBuf,
+    /// Disks (disk.rs): formatting, checking and growing ext4 images, loop-mounting them.
+    pub(crate) mkfs_ext4: PathBuf,
+    pub(crate) e2fsck: PathBuf,
+    pub(crate) resize2fs: PathBuf,
+    pub(crate) mount: PathBuf,
 }
 
 impl Tools {
@@ -36,6 +42,10 @@ impl Tools {
             nft: find("nft", "nftables"),
             bwrap: find("bwrap", "bubblewrap"),
             setpriv: find("setpriv", "util-linux"),
+            mkfs_ext4: find("mkfs.ext4", "e2fsprogs"),
+            e2fsck: find("e2fsck", "e2fsprogs"),
+            resize2fs: find("resize2fs", "e2fsprogs"),
+            mount: find("mount", "mount"),
         };
         if !missing.is_empty() {
             return Err(Error::Unsupported(format!("missing tools: {}", missing.join(", "))));

@@ -126,7 +126,28 @@ fn leftovers(tag: &str) -> Vec<String> {
             found.push(entry.path().display().to_string());
         }
     }
+    let scratch = std::env::temp_dir().join(format!("dmcp-sandbox-test-{tag}"));
+    found.extend(mounts_under(&scratch).into_iter().map(|m| format!("mount {m}")));
     found
+}
+
+/// Mount points at or below `dir` (from /proc/self/mountinfo; test paths have no spaces to unescape).
+fn mounts_under(dir: &Path) -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| Path::new(point).starts_with(dir))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The mount options of the mount at `dir`, if it is one.
+fn mount_options(dir: &Path) -> Option<String> {
+    fs::read_to_string("/proc/self/mountinfo").unwrap().lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        (Path::new(fields[4]) == dir).then(|| fields[5].to_owned())
+    })
 }
 
 /// Waits for the process and collects its output lines (stderr ones prefixed with `!`).
@@ -285,11 +306,24 @@ async fn processes_run_as_nobody_without_capabilities_or_the_host_environment() 
     assert_eq!(timeout(WAIT, sleeper.wait()).await.unwrap().unwrap(), ExitStatus::Signal(9));
     let deadline = Instant::now() + WAIT;
     while !sandbox.pids().is_empty() {
-        assert!(Instant::now() < deadline, "processes survive their launcher: {:?}", sandbox.pids());
+        assert!(Instant::now() < deadline, "processes survive their launcher: {}", describe(&sandbox.pids()));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     sandbox.destroy(Duration::ZERO).await.unwrap();
     fx.finish().await;
+}
+
+/// `pid name (state, parent ppid)` of each process, for failure messages.
+fn describe(pids: &[u32]) -> String {
+    let field = |pid: u32, key: &str| {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("?").trim().to_owned()
+    };
+    let described: Vec<String> = pids
+        .iter()
+        .map(|&pid| format!("{pid} {} ({}, parent {})", comm(pid), field(pid, "State:"), field(pid, "PPid:")))
+        .collect();
+    described.join(", ")
 }
 
 fn comm(pid: u32) -> String {
@@ -348,6 +382,212 @@ async fn a_volume_is_shared_with_the_host_and_outlives_the_sandbox() {
     let mut bad = fx.spec("volbad");
     bad.volumes = vec![sandbox::Volume { host: volume.clone(), guest: "/etc/x".into() }];
     assert!(fx.host.create(bad).await.is_err(), "volumes live under /data only");
+    fx.finish().await;
+}
+
+/// Issue 14, finding 3: a tenant whose running app shares a volume with a sandbox being created swaps a directory
+/// of the volume for a symlink to a host directory, again and again (`renameat2(RENAME_EXCHANGE)`), while `create`
+/// hands the volume to uid 65534. The walk must never follow the link: the host directory stays root's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handing_a_volume_to_the_app_never_follows_a_symlink_a_running_tenant_swaps_in() {
+    const FILES: usize = 200;
+    const ROUNDS: usize = 40;
+    let fx = Fixture::new().await;
+    // The host directory the tenant aims at: a scratch stand-in for `/` or `/etc`.
+    let victim = fx.dir.join("victim");
+    fs::create_dir_all(&victim).unwrap();
+    for i in 0..FILES {
+        fs::write(victim.join(format!("f{i}")), "host file\n").unwrap();
+    }
+    let volume = fx.dir.join("shared-volume");
+    fs::create_dir_all(&volume).unwrap();
+    // What the platform put there itself (the SQLite provider's database file): must still become the app's.
+    fs::write(volume.join("db.sqlite"), "").unwrap();
+    let with_volume = |id: &str| Spec {
+        volumes: vec![sandbox::Volume { host: volume.clone(), guest: "/data/v".into() }],
+        ..fx.spec(id)
+    };
+    let attacker = fx.create(with_volume("attacker")).await;
+    // Inside: x/ holds files named like the victim's, so paths resolve whichever of the two `x` names; x.link points
+    // at the victim's host path; a few hundred siblings make the walk long. Then x and x.link trade places forever.
+    let script = format!(
+        "import ctypes, os, sys\n\
+         os.chdir('/data/v')\n\
+         os.mkdir('x')\n\
+         for i in range({FILES}):\n\
+         \x20   open(f'x/f{{i}}', 'w').close()\n\
+         for i in range(300):\n\
+         \x20   os.mkdir(f'pad{{i}}')\n\
+         os.symlink('{victim}', 'x.link')\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         print('swapping', flush=True)\n\
+         while True:\n\
+         \x20   if libc.renameat2(-100, b'x', -100, b'x.link', 2) != 0:\n\
+         \x20       print('renameat2 failed', ctypes.get_errno(), flush=True)\n\
+         \x20       sys.exit(1)\n",
+        victim = victim.display()
+    );
+    let mut swapper = attacker.spawn(&format!("exec python3 -c \"{script}\""), &[]).unwrap();
+    let mut lines = swapper.lines();
+    let first = timeout(WAIT, lines.recv()).await.unwrap().map(|l| l.text);
+    assert_eq!(first.as_deref(), Some("swapping"));
+
+    let chowned = |dir: &Path| {
+        (0..FILES)
+            .filter(|i| fs::symlink_metadata(dir.join(format!("f{i}"))).unwrap().uid() == sandbox::APP_UID)
+            .count()
+    };
+    let mut hit = None;
+    for round in 0..ROUNDS {
+        let created = fx.host.create(with_volume(&format!("b{round}"))).await;
+        if let Ok(sandbox) = &created {
+            sandbox.clone().destroy(Duration::ZERO).await.unwrap();
+        }
+        let stolen = chowned(&victim);
+        if stolen > 0 || created.is_err() {
+            hit = Some((round, stolen, created.err().map(|e| e.to_string())));
+            break;
+        }
+    }
+    assert!(swapper.pid().is_some_and(|_| attacker.pids().len() > 1), "the swapper stopped early");
+    attacker.destroy(Duration::ZERO).await.unwrap();
+    let _ = timeout(WAIT, swapper.wait()).await.unwrap();
+    assert_eq!(hit, None, "(round, host files chowned to 65534, create error) after racing the walk");
+    assert_eq!(fs::metadata(volume.join("db.sqlite")).unwrap().uid(), sandbox::APP_UID);
+    fx.finish().await;
+}
+
+/// Issue 14, finding 4: an app whose directory is a 32 MiB disk fills it and gets ENOSPC, its /tmp stays limited by
+/// its tmpfs, and the host's file system holds no more than the 32 MiB image.
+#[tokio::test]
+async fn an_app_on_a_32_mib_disk_gets_enospc_and_the_host_disk_holds_only_the_image() {
+    let fx = Fixture::new().await;
+    let image = fx.dir.join("app.img");
+    let started = Instant::now();
+    let disk = fx.host.create_disk(&image, &fx.dir.join("app-disk"), 32).await.unwrap();
+    let created = started.elapsed();
+    let mountpoint = disk.mountpoint().to_owned();
+    let meta = fs::metadata(&mountpoint).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (sandbox::APP_UID, sandbox::APP_UID));
+    assert_eq!(fs::read_dir(&mountpoint).unwrap().count(), 0, "lost+found or anything else on a new disk");
+    let options = mount_options(&mountpoint).expect("the disk is mounted");
+    assert!(options.split(',').any(|o| o == "nodev") && options.split(',').any(|o| o == "nosuid"), "{options}");
+    let image_meta = fs::metadata(&image).unwrap();
+    assert_eq!((image_meta.uid(), image_meta.mode() & 0o777, image_meta.len()), (0, 0o600, 32 << 20));
+    let empty = disk.usage().unwrap();
+    assert!(empty.size_bytes <= 32 << 20 && empty.size_bytes > 20 << 20, "{empty:?}");
+    assert!(!empty.is_full(), "{empty:?}");
+
+    let sandbox = fx.create(Spec { app_dir: mountpoint.clone(), tmp_mb: 4, ..fx.spec("full") }).await;
+    let (status, out) = run(
+        &sandbox,
+        "dd if=/dev/zero of=/app/fill bs=1M count=64 2>&1 | grep -o 'No space left on device';          dd if=/dev/zero of=/tmp/fill bs=1M count=8 2>&1 | grep -o 'No space left on device';          dd if=/dev/zero of=/app/more bs=1M count=4 2>&1 | grep -o 'No space left on device'",
+    )
+    .await;
+    assert_eq!(status, ExitStatus::Code(0), "{out:#?}");
+    assert_eq!(out, ["No space left on device"; 3], "/app, /tmp, /app again");
+    let written = fs::metadata(mountpoint.join("fill")).unwrap().len();
+    assert!(written < 32 << 20 && written > 16 << 20, "the app wrote {written} bytes");
+    let full = disk.usage().unwrap();
+    assert!(full.is_full() && disk.is_full(), "{full:?}");
+    // On the host: the image never grew, and holds at most its size.
+    let image_meta = fs::metadata(&image).unwrap();
+    assert_eq!(image_meta.len(), 32 << 20);
+    assert!(image_meta.blocks() * 512 <= 32 << 20, "{} bytes allocated", image_meta.blocks() * 512);
+
+    let (status, _) = run(&sandbox, "rm /app/fill").await;
+    assert_eq!(status, ExitStatus::Code(0));
+    assert!(!disk.usage().unwrap().is_full());
+    sandbox.destroy(Duration::ZERO).await.unwrap();
+    let started = Instant::now();
+    disk.delete().await.unwrap();
+    eprintln!(
+        "timings: 32 MiB disk created and mounted in {created:?}, unmounted and deleted in {:?}",
+        started.elapsed()
+    );
+    assert!(!image.exists() && !mountpoint.exists());
+    assert_eq!(mounts_under(&fx.dir), Vec::<String>::new());
+    fx.finish().await;
+}
+
+/// A volume's disk keeps its data when unmounted and opened again, grows when asked for more, never shrinks, and
+/// is never mounted twice.
+#[tokio::test]
+async fn a_volume_disk_keeps_its_data_across_unmount_and_reopen_and_grows() {
+    let fx = Fixture::new().await;
+    let (image, mountpoint) = (fx.dir.join("vol.img"), fx.dir.join("vol"));
+    let disk = fx.host.create_disk(&image, &mountpoint, 16).await.unwrap();
+    let spec = Spec {
+        volumes: vec![sandbox::Volume { host: mountpoint.clone(), guest: "/data/db".into() }],
+        ..fx.spec("voldisk")
+    };
+    let sandbox = fx.create(spec).await;
+    let (status, out) = run(&sandbox, "echo kept > /data/db/file && df -k /data/db | tail -1").await;
+    assert_eq!(status, ExitStatus::Code(0), "{out:#?}");
+    sandbox.destroy(Duration::ZERO).await.unwrap();
+    let exists = fx.host.create_disk(&image, &fx.dir.join("other"), 16).await.unwrap_err();
+    assert!(matches!(exists, sandbox::Error::Invalid { what: "image", .. }), "{exists}");
+    let twice = fx.host.open_disk(&image, &fx.dir.join("other"), 16).await.unwrap_err();
+    assert!(twice.to_string().contains("mounted at"), "{twice}");
+    let started = Instant::now();
+    disk.unmount().await.unwrap();
+    let unmounted = started.elapsed();
+    assert!(!mountpoint.join("file").exists(), "the data stays on the disk, not beside it");
+    assert_eq!(mounts_under(&fx.dir), Vec::<String>::new());
+
+    let started = Instant::now();
+    let disk = fx.host.open_disk(&image, &mountpoint, 16).await.unwrap();
+    let reopened = started.elapsed();
+    assert_eq!(fs::read_to_string(mountpoint.join("file")).unwrap(), "kept\n");
+    let small = disk.usage().unwrap().size_bytes;
+    disk.unmount().await.unwrap();
+
+    let started = Instant::now();
+    let disk = fx.host.open_disk(&image, &mountpoint, 48).await.unwrap();
+    let grown = started.elapsed();
+    let big = disk.usage().unwrap().size_bytes;
+    assert!(big > small + (24 << 20), "{small} -> {big}");
+    assert_eq!(fs::read_to_string(mountpoint.join("file")).unwrap(), "kept\n");
+    disk.unmount().await.unwrap();
+    let disk = fx.host.open_disk(&image, &mountpoint, 16).await.unwrap();
+    assert_eq!(disk.usage().unwrap().size_bytes, big, "a disk never shrinks");
+    assert_eq!(fs::metadata(&image).unwrap().len(), 48 << 20);
+    disk.unmount().await.unwrap();
+    eprintln!("timings: unmount {unmounted:?}, reopen {reopened:?}, grow 16 -> 48 MiB and open {grown:?}");
+    fx.finish().await;
+}
+
+/// A run that crashed with disks mounted: the next Host of the instance unmounts them (keeping the images), and
+/// teardown leaves nothing mounted either. Disks are made concurrently, as parallel deployments would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_instance_s_disks_are_unmounted_by_the_next_host_and_by_teardown() {
+    let fx = Fixture::new().await;
+    let make = |n: usize| {
+        let (host, dir) = (fx.host.clone(), fx.dir.clone());
+        tokio::spawn(async move {
+            host.create_disk(&dir.join(format!("d{n}.img")), &dir.join(format!("d{n}")), 16).await.unwrap()
+        })
+    };
+    let tasks: Vec<_> = (0..4).map(make).collect();
+    let mut disks = Vec::new();
+    for task in tasks {
+        disks.push(task.await.unwrap());
+    }
+    assert_eq!(mounts_under(&fx.dir).len(), 4);
+    fs::write(disks[0].mountpoint().join("file"), "kept\n").unwrap();
+    // The crash: the handles vanish without an unmount; the platform starts again under the same tag.
+    drop(disks);
+    let restarted = Fixture::with_tag(&fx.tag).await;
+    assert_eq!(mounts_under(&fx.dir), Vec::<String>::new(), "the crashed run's disks are still mounted");
+    assert!(fx.dir.join("d0.img").exists(), "cleaning up deleted an image");
+    let disk = restarted.host.open_disk(&fx.dir.join("d0.img"), &fx.dir.join("d0"), 16).await.unwrap();
+    assert_eq!(fs::read_to_string(disk.mountpoint().join("file")).unwrap(), "kept\n");
+    let _other = restarted.host.create_disk(&fx.dir.join("d9.img"), &fx.dir.join("d9"), 16).await.unwrap();
+    assert_eq!(mounts_under(&fx.dir).len(), 2);
+    // Teardown unmounts what is still mounted; `finish` checks that no mount is left under the scratch dir.
+    restarted.host.teardown().await.unwrap();
+    assert_eq!(mounts_under(&fx.dir), Vec::<String>::new());
+    disk.unmount().await.unwrap();
     fx.finish().await;
 }
 
@@ -714,7 +954,7 @@ async fn an_image_root_filesystem_serves_http_isolated_like_an_app() {
     assert!(log.iter().any(|l| l.ends_with("response:200")), "{log:#?}");
     let deadline = Instant::now() + WAIT;
     while !sandbox.pids().is_empty() {
-        assert!(Instant::now() < deadline, "processes survive their launcher: {:?}", sandbox.pids());
+        assert!(Instant::now() < deadline, "processes survive their launcher: {}", describe(&sandbox.pids()));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(sandbox.oom_kills(), 0);
