@@ -25,6 +25,9 @@ pub struct StreamDef {
     pub max_bytes: Option<i64>,
     #[serde(default)]
     pub max_msgs_per_subject: Option<i64>,
+    /// The largest message the stream stores, in bytes (larger ones are refused).
+    #[serde(default)]
+    pub max_msg_size: Option<i32>,
     pub duplicate_window_secs: u64,
 }
 
@@ -55,6 +58,7 @@ impl StreamDef {
             max_age: Duration::from_secs(self.max_age_secs),
             max_bytes: self.max_bytes.unwrap_or(-1),
             max_messages_per_subject: self.max_msgs_per_subject.unwrap_or(-1),
+            max_message_size: self.max_msg_size.unwrap_or(-1),
             duplicate_window: Duration::from_secs(self.duplicate_window_secs),
             num_replicas: replicas.max(1),
             ..Default::default()
@@ -91,5 +95,21 @@ mod tests {
         for c in &defs.consumers {
             assert!(defs.streams.iter().any(|s| s.name == c.stream), "consumer {} names a missing stream", c.durable);
         }
+    }
+
+    #[test]
+    fn given_the_logs_stream_then_one_log_can_fill_at_most_a_sixty_fourth_of_it() {
+        let defs = Definitions::embedded();
+        let logs = defs.streams.iter().find(|s| s.name == "LOGS").expect("a LOGS stream");
+        let (lines, size, bytes) = (logs.max_msgs_per_subject, logs.max_msg_size, logs.max_bytes);
+        let (Some(lines), Some(size), Some(bytes)) = (lines, size, bytes) else {
+            panic!("LOGS needs max_msgs_per_subject, max_msg_size and max_bytes: {logs:?}")
+        };
+        // A full log, at the longest lines, cannot push the stream past its size, which is
+        // when the stream would discard other logs' lines.
+        assert!(lines * i64::from(size) * 64 <= bytes, "{lines} lines of {size} bytes against {bytes}");
+        // The longest line the sink writes fits in a message, with its JSON envelope.
+        assert!(crate::MAX_LOG_LINE + 1024 <= usize::try_from(size).unwrap());
+        assert_eq!(u64::try_from(lines).unwrap(), crate::LOG_LINES_KEPT, "what log_tail reads at most");
     }
 }

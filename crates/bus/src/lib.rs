@@ -3,20 +3,26 @@
 //! `async_nats`.
 
 mod defs;
+mod logs;
 
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::pull::{Config as PullConfig, OrderedConfig};
-use async_nats::jetstream::consumer::{DeliverPolicy, PullConsumer};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
 pub use defs::{ConsumerDef, Definitions, StreamDef};
 use events::{DeploymentId, Envelope, Intent, LogKind, LogLine};
 use futures::{Stream, StreamExt, TryStreamExt};
+pub use logs::{FAILURE_TAIL, LOG_LINES_KEPT, LogRate, LogSink, MAX_LOG_LINE, cap_line};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The longest [`Bus::log_tail`] may take: it answers a tool call.
+pub const LOG_TAIL_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -90,51 +96,6 @@ impl Delivery {
     /// How many times JetStream has delivered this message (1 the first time).
     pub fn delivered(&self) -> i64 {
         self.msg.info().map(|i| i.delivered).unwrap_or(1)
-    }
-}
-
-/// Writes one deployment log: every line goes to JetStream as it happens, and the last few stay
-/// in memory so that a failure can quote them.
-#[derive(Debug)]
-pub struct LogSink {
-    bus: Bus,
-    deployment: DeploymentId,
-    kind: LogKind,
-    tail: std::collections::VecDeque<String>,
-}
-
-/// Lines a failure reason quotes.
-pub const FAILURE_TAIL: usize = 30;
-
-impl LogSink {
-    pub fn new(bus: Bus, deployment: DeploymentId, kind: LogKind) -> Self {
-        Self { bus, deployment, kind, tail: Default::default() }
-    }
-
-    pub async fn line(&mut self, stream: &str, text: impl Into<String>) {
-        let text = text.into();
-        if self.tail.len() == FAILURE_TAIL {
-            self.tail.pop_front();
-        }
-        self.tail.push_back(text.clone());
-        let line = LogLine { at: chrono::Utc::now(), stream: stream.to_owned(), text };
-        if let Err(e) = self.bus.publish_log(self.deployment, self.kind, &line).await {
-            tracing::warn!(deployment = %self.deployment, error = %e, "a log line was not published");
-        }
-    }
-
-    /// A line written by the platform itself (plan, commands, outcome).
-    pub async fn platform(&mut self, text: impl Into<String>) {
-        self.line("platform", text).await;
-    }
-
-    /// The last lines written (at most [`FAILURE_TAIL`]).
-    pub fn tail(&self) -> Vec<String> {
-        self.tail.iter().cloned().collect()
-    }
-
-    pub async fn flush(&self) {
-        let _ = self.bus.flush().await;
     }
 }
 
@@ -335,8 +296,16 @@ impl Bus {
     }
 
     /// Publishes one log line as it happens (core publish: the LOGS stream stores it, and live
-    /// followers see it at once; a lost line is acceptable, a slowed build is not).
+    /// followers see it at once; a lost line is acceptable, a slowed build is not). The text is
+    /// cut at [`MAX_LOG_LINE`] bytes.
     pub async fn publish_log(&self, deployment: DeploymentId, kind: LogKind, line: &LogLine) -> Result<()> {
+        let capped;
+        let line = if line.text.len() > MAX_LOG_LINE / 6 {
+            capped = LogLine { text: cap_line(line.text.clone()), ..line.clone() };
+            &capped
+        } else {
+            line
+        };
         let payload = serde_json::to_vec(line).map_err(|e| Error::Decode(e.to_string()))?;
         self.client.publish(self.log_subject(deployment, kind), payload.into()).await.map_err(unavailable)
     }
@@ -348,38 +317,86 @@ impl Bus {
 
     /// The last `lines` lines of a deployment's log (the stream keeps at most 1000 per log), and
     /// how many lines the log holds in all.
+    ///
+    /// Reads up to the log's last line as of the call, not until the log is quiet: an app that
+    /// never stops writing cannot keep the reader (a `get_service`) waiting. Bounded by
+    /// [`LOG_TAIL_TIMEOUT`] in all.
     pub async fn log_tail(&self, deployment: DeploymentId, kind: LogKind, lines: usize) -> Result<(Vec<LogLine>, u64)> {
+        tokio::time::timeout(LOG_TAIL_TIMEOUT, self.log_tail_unbounded(deployment, kind, lines))
+            .await
+            .map_err(|_| Error::Unavailable(format!("the log did not arrive within {LOG_TAIL_TIMEOUT:?}")))?
+    }
+
+    async fn log_tail_unbounded(
+        &self,
+        deployment: DeploymentId,
+        kind: LogKind,
+        lines: usize,
+    ) -> Result<(Vec<LogLine>, u64)> {
         let s = self.js.get_stream(self.stream_name("LOGS")).await.map_err(unavailable)?;
         let subject = self.log_subject(deployment, kind);
-        // An empty log has no last message: answer without creating a consumer.
-        if s.get_last_raw_message_by_subject(&subject).await.is_err() {
-            return Ok((vec![], 0));
-        }
+        // Where the log ends now; an empty log has no last message: answer without a consumer.
+        let last = match s.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => m.sequence,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok((vec![], 0)),
+            Err(e) => return Err(unavailable(e)),
+        };
+        // A pull consumer of this log alone, read in batches: no flow control to stall while
+        // the app keeps writing, and nothing on the server once it is idle.
         let consumer = s
-            .create_consumer(OrderedConfig { filter_subject: subject, ..Default::default() })
+            .create_consumer(PullConfig {
+                filter_subject: subject,
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(10),
+                memory_storage: true,
+                ..Default::default()
+            })
             .await
             .map_err(unavailable)?;
-        let mut messages = consumer.messages().await.map_err(unavailable)?;
-        let mut tail = std::collections::VecDeque::with_capacity(lines.min(1000));
+        let mut tail = std::collections::VecDeque::with_capacity(lines.min(LOG_LINES_KEPT as usize));
         let mut total = 0u64;
-        while let Some(m) = tokio::time::timeout(Duration::from_secs(2), messages.next())
-            .await
-            .map_err(|_| Error::Unavailable("the log did not arrive within 2s".into()))?
-        {
-            let m = m.map_err(unavailable)?;
-            total += 1;
-            if let Ok(line) = serde_json::from_slice::<LogLine>(&m.message.payload) {
-                if tail.len() == lines {
-                    tail.pop_front();
+        // Up to `last`; when the log moved past it before the first line arrived (its oldest
+        // lines were discarded meanwhile), as many lines as a log keeps.
+        let mut up_to_last = true;
+        'read: loop {
+            let mut batch = consumer
+                .fetch()
+                .max_messages((LOG_LINES_KEPT - total) as usize)
+                .messages()
+                .await
+                .map_err(unavailable)?;
+            let mut got = 0;
+            while let Some(m) = batch.next().await {
+                let m = m.map_err(unavailable)?;
+                got += 1;
+                let sequence = m.info().map_err(unavailable)?.stream_sequence;
+                if total == 0 && sequence > last {
+                    up_to_last = false;
+                } else if up_to_last && sequence > last {
+                    break 'read;
                 }
-                if lines > 0 {
-                    tail.push_back(line);
+                total += 1;
+                if let Ok(line) = serde_json::from_slice::<LogLine>(&m.payload) {
+                    if tail.len() == lines {
+                        tail.pop_front();
+                    }
+                    if lines > 0 {
+                        tail.push_back(line);
+                    }
+                }
+                if (up_to_last && sequence >= last) || total >= LOG_LINES_KEPT {
+                    break 'read;
                 }
             }
-            if m.info().map_err(unavailable)?.pending == 0 {
+            if got == 0 {
                 break;
             }
         }
+        let name = consumer.cached_info().name.clone();
+        tokio::spawn(async move {
+            let _ = s.delete_consumer(&name).await;
+        });
         Ok((tail.into(), total))
     }
 
