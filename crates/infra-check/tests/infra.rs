@@ -14,7 +14,9 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -35,6 +37,64 @@ const PLATFORM: [(&str, &str); 6] = [
 ];
 /// Platform pods that must run privileged as root, and why. Everything else runs as non-root.
 const PRIVILEGED: [(&str, &str); 1] = [("builder", "build sandboxes (namespaces, cgroups, nftables) and buildah")];
+/// Where Traefik runs and reads its default certificate (the scheduler's `K8sConfig::new`:
+/// `ingress_namespace`).
+const INGRESS_NAMESPACE: &str = "kube-system";
+/// The Secret holding the base domain's wildcard, Traefik's default certificate: what the
+/// scheduler's Kubernetes driver writes (`DEFAULT_CERTIFICATE_SECRET` of
+/// services/scheduler/src/k8s/mod.rs) and the TLSStore `default` names.
+const DEFAULT_CERTIFICATE_SECRET: &str = "base-domain-tls";
+/// The kinds Traefik's Kubernetes CRD provider watches (all must be defined, or it never syncs),
+/// as `<plural>` of group `traefik.io`, version `v1alpha1`.
+const TRAEFIK_KINDS: [(&str, &str); 10] = [
+    ("IngressRoute", "ingressroutes"),
+    ("IngressRouteTCP", "ingressroutetcps"),
+    ("IngressRouteUDP", "ingressrouteudps"),
+    ("Middleware", "middlewares"),
+    ("MiddlewareTCP", "middlewaretcps"),
+    ("ServersTransport", "serverstransports"),
+    ("ServersTransportTCP", "serverstransporttcps"),
+    ("TLSOption", "tlsoptions"),
+    ("TLSStore", "tlsstores"),
+    ("TraefikService", "traefikservices"),
+];
+
+/// Traefik's TLSStore (`traefik.io/v1alpha1`): which certificates a store serves, above all its
+/// default certificate. k8s-openapi has no type for it; this one refuses unknown fields, so a
+/// misspelt one fails like in the typed objects.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TlsStore {
+    api_version: String,
+    kind: String,
+    metadata: ObjectMeta,
+    spec: TlsStoreSpec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TlsStoreSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    default_certificate: Option<SecretReference>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    certificates: Vec<SecretReference>,
+}
+
+/// A `kubernetes.io/tls` Secret of the TLSStore's namespace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SecretReference {
+    secret_name: String,
+}
+
+impl k8s_openapi::Resource for TlsStore {
+    const API_VERSION: &'static str = "traefik.io/v1alpha1";
+    const GROUP: &'static str = "traefik.io";
+    const KIND: &'static str = "TLSStore";
+    const VERSION: &'static str = "v1alpha1";
+    const URL_PATH_SEGMENT: &'static str = "tlsstores";
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the repository root")
@@ -64,8 +124,12 @@ enum Object {
     NetworkPolicy(NetworkPolicy),
     ClusterRole(ClusterRole),
     ClusterRoleBinding(ClusterRoleBinding),
+    Role(Role),
+    RoleBinding(RoleBinding),
     Ingress(Ingress),
     IngressClass(IngressClass),
+    CustomResourceDefinition(Box<CustomResourceDefinition>),
+    TlsStore(TlsStore),
 }
 
 #[derive(Debug, Clone)]
@@ -143,8 +207,12 @@ fn parse(file: &str, index: usize, value: serde_json::Value) -> Result<Document,
         "NetworkPolicy" => Object::NetworkPolicy(typed(&value, &at)?),
         "ClusterRole" => Object::ClusterRole(typed(&value, &at)?),
         "ClusterRoleBinding" => Object::ClusterRoleBinding(typed(&value, &at)?),
+        "Role" => Object::Role(typed(&value, &at)?),
+        "RoleBinding" => Object::RoleBinding(typed(&value, &at)?),
         "Ingress" => Object::Ingress(typed(&value, &at)?),
         "IngressClass" => Object::IngressClass(typed(&value, &at)?),
+        "CustomResourceDefinition" => Object::CustomResourceDefinition(Box::new(typed(&value, &at)?)),
+        "TLSStore" => Object::TlsStore(typed(&value, &at)?),
         other => return Err(format!("{at}: kind {other} is not one this test knows; add it to `parse`")),
     };
     let metadata = value.get("metadata").ok_or(format!("{at}: no metadata"))?;
@@ -276,6 +344,14 @@ fn the_typed_check_catches_a_misspelt_field() {
     assert!(err.contains("nodeSelecter"), "{err}");
     let unknown = serde_json::json!({ "apiVersion": "v1", "kind": "Widget", "metadata": { "name": "x" } });
     assert!(parse("inline", 1, unknown).unwrap_err().contains("Widget"));
+    // Traefik's kinds too: a misspelt default certificate would leave the base domain uncertified.
+    let store = serde_json::json!({
+        "apiVersion": "traefik.io/v1alpha1",
+        "kind": "TLSStore",
+        "metadata": { "name": "default", "namespace": "kube-system" },
+        "spec": { "defaultCertificat": { "secretName": "x" } }
+    });
+    assert!(parse("inline", 1, store).unwrap_err().contains("defaultCertificat"));
 }
 
 #[test]
@@ -839,6 +915,103 @@ fn the_scheduler_may_do_what_its_kubernetes_driver_does() {
         for verb in verbs {
             assert!(allowed(group, resource, verb), "the scheduler may not {verb} {resource} (group `{group}`)");
         }
+    }
+}
+
+/// Whether `rules` grant `verb` on `resource` of `group`.
+fn grants(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> bool {
+    rules.iter().any(|r| {
+        r.api_groups.iter().flatten().any(|g| g == group)
+            && r.resources.iter().flatten().any(|x| x == resource)
+            && r.verbs.iter().any(|v| v == verb)
+    })
+}
+
+/// The base domain's wildcard certificate covers every service's host: it is Traefik's default
+/// certificate, in Traefik's namespace, where the scheduler writes it; Ingresses in owner
+/// namespaces name no Secret for it, so no copy of its key lives beside a tenant's app.
+#[test]
+fn the_base_domains_wildcard_is_traefiks_default_certificate_in_its_own_namespace() {
+    let documents = documents();
+    // The TLSStore `default`, in Traefik's namespace, serving the Secret the scheduler writes.
+    let stores: Vec<(&Document, &TlsStore)> = documents
+        .iter()
+        .filter_map(|d| match &d.object {
+            Object::TlsStore(s) => Some((d, s)),
+            _ => None,
+        })
+        .collect();
+    let [(document, store)] = stores[..] else { panic!("expected one TLSStore, found {}", stores.len()) };
+    assert_eq!((document.name.as_str(), document.namespace.as_deref()), ("default", Some(INGRESS_NAMESPACE)));
+    let default = store.spec.default_certificate.as_ref().expect("a default certificate");
+    assert_eq!(default.secret_name, DEFAULT_CERTIFICATE_SECRET);
+
+    // Traefik reads it: its CRD provider, on its own namespace only (nothing in an owner
+    // namespace is Traefik configuration), with every kind the provider watches defined.
+    let traefik = workloads(&documents).into_iter().find(|w| w.name == "traefik").expect("Traefik");
+    assert_eq!(traefik.namespace, Some(INGRESS_NAMESPACE));
+    let args: Vec<&str> = traefik.containers().flat_map(|c| c.args.iter().flatten()).map(String::as_str).collect();
+    assert!(args.contains(&"--providers.kubernetescrd=true"), "{args:?}");
+    let namespaces = format!("--providers.kubernetescrd.namespaces={INGRESS_NAMESPACE}");
+    assert!(args.contains(&namespaces.as_str()), "the CRD provider reads {INGRESS_NAMESPACE} only: {args:?}");
+    for (kind, plural) in TRAEFIK_KINDS {
+        let name = format!("{plural}.traefik.io");
+        let Some(Object::CustomResourceDefinition(crd)) =
+            documents.iter().find(|d| d.kind == "CustomResourceDefinition" && d.name == name).map(|d| &d.object)
+        else {
+            panic!("no CustomResourceDefinition {name}: Traefik's CRD provider never syncs without it")
+        };
+        let spec = &crd.spec;
+        assert_eq!(
+            (spec.group.as_str(), spec.names.kind.as_str(), spec.scope.as_str()),
+            ("traefik.io", kind, "Namespaced")
+        );
+        assert_eq!(spec.names.plural, plural);
+        assert!(spec.versions.iter().any(|v| v.name == "v1alpha1" && v.served && v.storage), "{name} serves v1alpha1");
+    }
+    // …and may: its own namespace's Traefik objects and ConfigMaps, every namespace's Secrets
+    // (owners' zone certificates) through its ClusterRole.
+    let role_of = |kind: &str, name: &str| {
+        documents.iter().find_map(|d| match &d.object {
+            Object::Role(r)
+                if kind == "Role" && d.name == name && d.namespace.as_deref() == Some(INGRESS_NAMESPACE) =>
+            {
+                Some(r.rules.clone().unwrap_or_default())
+            }
+            Object::ClusterRole(r) if kind == "ClusterRole" && d.name == name => {
+                Some(r.rules.clone().unwrap_or_default())
+            }
+            _ => None,
+        })
+    };
+    let namespaced = role_of("Role", "traefik").expect("Traefik's Role in its namespace");
+    for (_, plural) in TRAEFIK_KINDS {
+        for verb in ["get", "list", "watch"] {
+            assert!(grants(&namespaced, "traefik.io", plural, verb), "Traefik may not {verb} {plural}");
+        }
+    }
+    assert!(grants(&namespaced, "", "configmaps", "watch"), "Traefik's CRD provider watches ConfigMaps");
+    let bound = documents.iter().any(|d| match &d.object {
+        Object::RoleBinding(b) => {
+            d.namespace.as_deref() == Some(INGRESS_NAMESPACE)
+                && b.role_ref.kind == "Role"
+                && b.role_ref.name == "traefik"
+                && b.subjects
+                    .iter()
+                    .flatten()
+                    .any(|s| s.name == "traefik" && s.namespace.as_deref() == Some(INGRESS_NAMESPACE))
+        }
+        _ => false,
+    });
+    assert!(bound, "Traefik's Role is bound to its ServiceAccount");
+    let cluster = role_of("ClusterRole", "traefik").expect("Traefik's ClusterRole");
+    assert!(grants(&cluster, "", "secrets", "watch"), "Traefik reads the certificates' Secrets");
+
+    // The scheduler writes the default certificate there (server-side apply) and never needs a
+    // copy elsewhere.
+    let scheduler = role_of("ClusterRole", "deploy-mcp-scheduler").expect("the scheduler's ClusterRole");
+    for verb in ["get", "patch"] {
+        assert!(grants(&scheduler, "", "secrets", verb), "the scheduler may not {verb} the default certificate");
     }
 }
 

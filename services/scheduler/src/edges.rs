@@ -40,7 +40,11 @@ impl Edges {
         self.certs.insert(cert.zone.clone(), cert);
     }
 
-    /// The service's domains and every certificate covering one of them or its `host`.
+    /// The service's domains and every certificate covering one of them or its `host`. The base
+    /// domain's certificate (when the platform certifies it) covers every service's host, so it
+    /// reaches every service's runtime: a runtime with its own ingress must serve it from the
+    /// controller, once, and never copy it next to a tenant's app (the Kubernetes driver makes it
+    /// the ingress controller's default certificate).
     pub(crate) fn edge(&self, service: ServiceId, host: &str) -> Edge {
         let domains: Vec<String> = self.domains(service).into_iter().collect();
         let certs =

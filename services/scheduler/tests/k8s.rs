@@ -23,6 +23,11 @@ const ZONE: &str = "zone_01J00000000000000000000005";
 const ZONE_SECRET: &str = "tls-zone-01j00000000000000000000005";
 const OTHER_ZONE: &str = "zone_01J00000000000000000000006";
 const OTHER_ZONE_SECRET: &str = "tls-zone-01j00000000000000000000006";
+/// The platform's own zone: the base domain (`apps.example.test`), certified by the dns service.
+const BASE_ZONE: &str = "zone_01J0000000000000000000000A";
+const BASE_ZONE_SECRET: &str = "tls-zone-01j0000000000000000000000a";
+/// Where the ingress controller reads its default certificate (infra/k8s/traefik.yaml).
+const DEFAULT_CERTIFICATE: &str = "/api/v1/namespaces/kube-system/secrets/base-domain-tls";
 /// A second service, of the same owner or of another one.
 const OTHER_SERVICE: &str = "svc_01J00000000000000000000007";
 const OTHER_NAME: &str = "svc-01j00000000000000000000007";
@@ -559,14 +564,40 @@ mod manifests {
         // The same namespace.
         assert_eq!(rules[1].to.as_ref().unwrap()[0].pod_selector, Some(Default::default()));
         assert_eq!(rules[1].to.as_ref().unwrap()[0].namespace_selector, None);
-        // The internet, without the private ranges and the metadata endpoint.
-        let block = rules[2].to.as_ref().unwrap()[0].ip_block.as_ref().unwrap();
-        assert_eq!(block.cidr, "0.0.0.0/0");
+        // The internet, without the private ranges, carrier NAT, loopback and link-local
+        // (the metadata endpoint among them), in both families.
+        let to = rules[2].to.as_ref().unwrap();
+        let blocks: Vec<_> = to.iter().map(|p| p.ip_block.as_ref().unwrap()).collect();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0].cidr, "0.0.0.0/0");
         assert_eq!(
-            block.except.as_deref().unwrap(),
-            ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.169.254/32"]
+            blocks[0].except.as_deref().unwrap(),
+            ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10", "127.0.0.0/8"]
         );
+        assert_eq!(blocks[1].cidr, "::/0");
+        assert_eq!(blocks[1].except.as_deref().unwrap(), ["::1/128", "fc00::/7", "fe80::/10"]);
+        assert!(to.iter().all(|p| p.pod_selector.is_none() && p.namespace_selector.is_none()));
         assert_eq!(rules[2].ports, None);
+    }
+
+    #[test]
+    fn tenants_pods_are_refused_what_local_sandboxes_are_refused() {
+        // Given the local firewall's sets, when an owner's egress policy is built, then it
+        // excepts exactly the same ranges from the internet, per family.
+        let [_, egress] = manifests::network_policies(&config(), &app().names);
+        let rules = egress.spec.unwrap().egress.unwrap();
+        let except = |cidr: &str| -> std::collections::BTreeSet<String> {
+            let peers = rules.iter().flat_map(|r| r.to.iter().flatten());
+            let block = peers.filter_map(|p| p.ip_block.as_ref()).find(|b| b.cidr == cidr);
+            block.unwrap_or_else(|| panic!("no ipBlock {cidr}")).except.iter().flatten().cloned().collect()
+        };
+        let set = |ranges: &[&str]| ranges.iter().map(|r| (*r).to_owned()).collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(except("0.0.0.0/0"), set(&sandbox::BLOCKED_V4));
+        assert_eq!(except("::/0"), set(&sandbox::BLOCKED_V6));
+        // What the review found open on the cluster: carrier NAT and all of link-local.
+        for range in ["100.64.0.0/10", "169.254.0.0/16", "127.0.0.0/8"] {
+            assert!(except("0.0.0.0/0").contains(range), "{range} is reachable from tenants' pods");
+        }
     }
 
     #[test]
@@ -602,8 +633,10 @@ mod manifests {
         let spec = ingress.spec.unwrap();
         assert_eq!(spec.ingress_class_name.as_deref(), Some("traefik"));
         assert_eq!(spec.rules.unwrap()[0].host.as_deref(), Some("shop.apps.example.test"));
+        // The base domain's wildcard is the ingress controller's default certificate: the
+        // entry names no Secret, so none has to be in the owner's namespace.
         let tls = &spec.tls.unwrap()[0];
-        assert_eq!(tls.secret_name.as_deref(), Some("wildcard-tls"));
+        assert_eq!(tls.secret_name, None);
         assert_eq!(tls.hosts.as_deref().unwrap(), ["shop.apps.example.test"]);
 
         let plain = manifests::ingress(&K8sConfig { tls_secret: None, ..config() }, &app);
@@ -632,24 +665,26 @@ mod manifests {
         let spec = ingress.spec.unwrap();
         let hosts: Vec<_> = spec.rules.unwrap().into_iter().map(|r| r.host.unwrap()).collect();
         assert_eq!(hosts, ["shop.apps.example.test", "api.example.com", "deep.a.example.com", "www.shop.example.net"]);
-        let tls: Vec<_> = spec.tls.unwrap().into_iter().map(|t| (t.secret_name.unwrap(), t.hosts.unwrap())).collect();
+        let tls: Vec<_> = spec.tls.unwrap().into_iter().map(|t| (t.secret_name, t.hosts.unwrap())).collect();
         assert_eq!(
             tls,
             [
-                (ZONE_SECRET.to_owned(), vec!["api.example.com".to_owned()]),
-                (OTHER_ZONE_SECRET.to_owned(), vec!["www.shop.example.net".to_owned()]),
-                // No zone certificate covers the service's own host: the configured wildcard does.
-                ("wildcard-tls".to_owned(), vec!["shop.apps.example.test".to_owned()]),
+                (Some(ZONE_SECRET.to_owned()), vec!["api.example.com".to_owned()]),
+                (Some(OTHER_ZONE_SECRET.to_owned()), vec!["www.shop.example.net".to_owned()]),
+                // The service's own host: the ingress controller's default certificate.
+                (None, vec!["shop.apps.example.test".to_owned()]),
             ]
         );
         assert_eq!(ingress.metadata.annotations.unwrap()["traefik.ingress.kubernetes.io/router.tls"], "true");
 
-        // The base domain certified by the dns service: its Secret, not the configured one.
-        app.certs.push(cert("apps.example.test", "zone_01J0000000000000000000000A", "1"));
-        let tls = manifests::ingress(&config(), &app).spec.unwrap().tls.unwrap();
+        // The base domain certified by the dns service: still the default certificate, never
+        // a Secret of the owner's namespace.
+        app.certs.push(cert("apps.example.test", BASE_ZONE, "1"));
+        let tls = manifests::ingress(&K8sConfig { tls_secret: None, ..config() }, &app).spec.unwrap().tls.unwrap();
         assert_eq!(tls.len(), 3);
-        assert_eq!(tls[2].secret_name.as_deref(), Some("tls-zone-01j0000000000000000000000a"));
+        assert_eq!(tls[2].secret_name, None);
         assert_eq!(tls[2].hosts.as_deref().unwrap(), ["shop.apps.example.test"]);
+        assert!(tls.iter().all(|t| t.secret_name.as_deref() != Some(BASE_ZONE_SECRET)));
 
         // Without any certificate: plain HTTP on the web entry point.
         app.certs.clear();
@@ -930,8 +965,12 @@ mod driver {
         assert_eq!(sc["runAsNonRoot"], true);
         assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
         assert_eq!(deployment["spec"]["strategy"]["rollingUpdate"], json!({"maxSurge": 1, "maxUnavailable": 0}));
-        let egress = &applied[4].1["spec"]["egress"][2]["to"][0]["ipBlock"];
-        assert_eq!(egress["except"], json!(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.169.254/32"]));
+        let egress = &applied[4].1["spec"]["egress"][2]["to"];
+        assert_eq!(
+            egress[0]["ipBlock"]["except"],
+            json!(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10", "127.0.0.0/8"])
+        );
+        assert_eq!(egress[1]["ipBlock"], json!({"cidr": "::/0", "except": ["::1/128", "fc00::/7", "fe80::/10"]}));
         assert_eq!(applied[5].1["data"]["MODE"], "cHJvZA==");
     }
 
@@ -1190,13 +1229,90 @@ mod cluster_edges {
         assert_eq!(hosts, [json!("shop.apps.example.test"), json!("api.example.com")]);
         assert_eq!(
             ingress["spec"]["tls"],
-            json!([{"hosts": ["api.example.com"], "secretName": ZONE_SECRET}, {"hosts": ["shop.apps.example.test"], "secretName": "wildcard-tls"}])
+            json!([{"hosts": ["api.example.com"], "secretName": ZONE_SECRET}, {"hosts": ["shop.apps.example.test"]}])
         );
         // The same edge again: the same bodies.
         let first = fake.applied();
         fake.clear_calls();
         Running::update_edge(&running, &renewed).await.unwrap();
         assert_eq!(fake.applied(), first);
+    }
+
+    /// The paths in owner namespaces of every object (as stored, or as a body sent there) that
+    /// holds `key`, base64 as a Secret's `data` carries it or in clear.
+    fn in_a_tenant_namespace(fake: &helpers::Fake, key: &str) -> Vec<String> {
+        let (encoded, clear) = (in_data(key), key.lines().nth(1).unwrap());
+        let holds = |v: &serde_json::Value| {
+            let text = v.to_string();
+            text.contains(&encoded) || text.contains(clear)
+        };
+        let stored =
+            fake.with(|s| s.objects.iter().filter(|(_, o)| holds(o)).map(|(p, _)| p.clone()).collect::<Vec<_>>());
+        let sent = fake.calls().into_iter().filter(|c| c.body.as_ref().is_some_and(holds)).map(|c| c.path);
+        stored.into_iter().chain(sent).filter(|p| p.contains("/namespaces/dm-")).collect()
+    }
+
+    #[tokio::test]
+    async fn the_base_domains_certificate_never_reaches_a_tenant_namespace() {
+        // Given the platform's own wildcard (the base domain, the zone of every service's
+        // host), and a tenant namespace still holding the copy an earlier version wrote there.
+        let (driver, fake) = helpers::driver(K8sConfig { tls_secret: None, ..config() });
+        let base = cert("apps.example.test", BASE_ZONE, "1");
+        let copy = tls_secret_path(BASE_ZONE_SECRET);
+        let old = json!({"metadata": {"name": BASE_ZONE_SECRET, "namespace": NS, "generation": 1}, "type": "kubernetes.io/tls"});
+        fake.with(|s| s.objects.insert(copy.clone(), old));
+        let mut l = launch(DEPLOYMENT, "0123abc");
+        l.launch.edge = edge();
+        l.launch.edge.certs.push(base.clone());
+
+        // When the tenant's service is deployed
+        let running = driver.deploy(&l).await.unwrap();
+
+        // Then no object of any owner namespace holds the base domain's key (the tenant's own
+        // zones' certificates are theirs, and are there)...
+        assert_eq!(in_a_tenant_namespace(&fake, &base.key_pem), Vec::<String>::new());
+        assert!(fake.with(|s| s.objects.contains_key(&tls_secret_path(ZONE_SECRET))));
+        // ...the earlier copy is gone, after the Ingress stopped naming it...
+        assert!(!fake.with(|s| s.objects.contains_key(&copy)), "the leaked copy is still there");
+        let lines = fake.lines();
+        let at = |l: &str| lines.iter().position(|x| x == l).unwrap_or_else(|| panic!("no {l} in {lines:?}"));
+        assert!(at(&format!("PATCH {}", ingress_path())) < at(&format!("DELETE {copy}")));
+        // ...the Ingress serves the host over TLS with the ingress controller's default
+        // certificate, naming no Secret for it...
+        let ingress = fake.with(|s| s.objects[&ingress_path()].clone());
+        assert_eq!(ingress["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.tls"], "true");
+        assert_eq!(ingress["spec"]["tls"][2], json!({"hosts": ["shop.apps.example.test"]}));
+        assert!(!ingress.to_string().contains(BASE_ZONE_SECRET));
+        // ...which is the base domain's certificate, in the ingress controller's namespace only.
+        let default = fake.with(|s| s.objects.get(DEFAULT_CERTIFICATE).cloned()).expect("the default certificate");
+        assert_eq!(default["type"], "kubernetes.io/tls");
+        assert!(default.to_string().contains(&in_data(&base.key_pem)));
+        assert!(at(&format!("PATCH {DEFAULT_CERTIFICATE}")) < at(&format!("PATCH {}", ingress_path())));
+        snapshot("secret-default-certificate", &applied_at(&fake, DEFAULT_CERTIFICATE));
+
+        // When the certificate is renewed, the default certificate changes, and still nothing
+        // reaches the tenant.
+        let renewed = cert("apps.example.test", BASE_ZONE, "2");
+        let mut edge2 = l.launch.edge.clone();
+        *edge2.certs.last_mut().unwrap() = renewed;
+        running.apply_edge(&edge2).await.unwrap();
+        assert_eq!(in_a_tenant_namespace(&fake, &base.key_pem), Vec::<String>::new());
+        let default = fake.with(|s| s.objects[DEFAULT_CERTIFICATE].clone());
+        assert!(
+            default
+                .to_string()
+                .contains(&in_data("-----BEGIN CERTIFICATE-----\napps.example.test 2\n-----END CERTIFICATE-----\n"))
+        );
+
+        // And garbage collection leaves it where it is: no Ingress names it, the TLSStore does.
+        driver.clean_up().await;
+        assert!(fake.with(|s| s.objects.contains_key(DEFAULT_CERTIFICATE)));
+    }
+
+    /// `text` as a Secret's `data` holds it (base64).
+    fn in_data(text: &str) -> String {
+        let v = serde_json::to_value(k8s_openapi::ByteString(text.as_bytes().to_vec())).unwrap();
+        v.as_str().unwrap().to_owned()
     }
 
     #[tokio::test]

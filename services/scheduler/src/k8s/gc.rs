@@ -1,6 +1,6 @@
 //! Garbage collection of what the driver applied: objects of deleted services (their volume
-//! claims included), environment Secrets of deployments no longer current, TLS Secrets no
-//! Ingress references, and owner namespaces with no service left in them.
+//! claims included), environment Secrets of deployments no longer current, TLS Secrets of owner
+//! namespaces no Ingress references, and owner namespaces with no service left in them.
 //!
 //! Everything is found by label across the cluster (`app.kubernetes.io/managed-by=deploy-mcp`
 //! plus the service, deployment, zone or owner label), never by listing namespaces the platform
@@ -139,10 +139,14 @@ pub async fn collect(driver: &KubernetesDriver, scope: Scope) -> Result<Collecte
                 tls.into_iter().filter_map(move |t| Some((ns.clone(), t.secret_name?)))
             })
             .collect();
+        // Only in owner namespaces: the ingress controller's default certificate is named by its
+        // TLSStore, never by an Ingress, and is not garbage.
         let certificates: Vec<Secret> = list(client, &format!("{managed},{ZONE_LABEL}")).await?;
         for secret in certificates {
             let o = Object::of("Secret", &secret);
-            if !referenced.contains(&(o.namespace.clone(), o.name.clone())) {
+            if o.namespace.starts_with(&driver.config.namespace_prefix)
+                && !referenced.contains(&(o.namespace.clone(), o.name.clone()))
+            {
                 delete_object(client, o, &mut out, &mut alive).await;
             }
         }

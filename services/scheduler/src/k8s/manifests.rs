@@ -3,10 +3,13 @@
 //!
 //! Per owner: a Namespace (Pod Security `restricted` enforced), a ResourceQuota, a LimitRange and
 //! two NetworkPolicies covering every pod of the namespace, and one `kubernetes.io/tls` Secret per
-//! zone certificate its services use. Per service: a Deployment, a Service, an Ingress (its host
-//! and custom domains) and a PersistentVolumeClaim per volume. Per deployment: the Secret holding
-//! its environment, so that the pods of the previous deployment keep their own variables while
-//! the new ones roll out.
+//! certificate of the owner's own zones its services use. Per service: a Deployment, a Service,
+//! an Ingress (its host and custom domains) and a PersistentVolumeClaim per volume. Per
+//! deployment: the Secret holding its environment, so that the pods of the previous deployment
+//! keep their own variables while the new ones roll out. Once for the platform: the base domain's
+//! certificate as the ingress controller's default certificate, in the controller's namespace
+//! ([`default_certificate`]) — never in an owner's namespace, where a compromise of any tenant
+//! would leak the key of every service's host.
 
 use std::collections::BTreeMap;
 
@@ -43,14 +46,21 @@ pub const SERVICE_LABEL: &str = "deploy-mcp.dev/service";
 pub const DEPLOYMENT_LABEL: &str = "deploy-mcp.dev/deployment";
 /// The zone id on a certificate's `kubernetes.io/tls` Secret.
 pub const ZONE_LABEL: &str = "deploy-mcp.dev/zone";
+/// The zone id on the default certificate's Secret (not [`ZONE_LABEL`]: garbage collection
+/// removes certificates no Ingress names, and no Ingress names this one).
+pub const DEFAULT_CERTIFICATE_LABEL: &str = "deploy-mcp.dev/default-certificate";
 
 /// The user every customer container runs as (`nobody`): images cannot choose root.
 pub const RUN_AS_USER: i64 = 65534;
 /// The Service's port; the Ingress routes to it, and it forwards to the app's port.
 pub const SERVICE_PORT: i32 = 80;
-/// Private and link-local ranges customer pods may not reach (the cluster, the nodes' network,
-/// the cloud metadata endpoint).
-pub const BLOCKED_EGRESS: [&str; 4] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.169.254/32"];
+/// IPv4 ranges customer pods may not reach: private networks (the cluster's pods and services,
+/// the nodes' network), link-local (the cloud metadata endpoint and its neighbours), carrier-grade
+/// NAT (many providers' internal networks) and loopback: exactly what the local sandboxes'
+/// firewall refuses (one definition, in the sandbox crate).
+pub const BLOCKED_EGRESS_V4: [&str; 6] = sandbox::BLOCKED_V4;
+/// IPv6 ranges customer pods may not reach: loopback, unique-local and link-local.
+pub const BLOCKED_EGRESS_V6: [&str; 3] = sandbox::BLOCKED_V6;
 /// The namespace of the cluster's DNS (CoreDNS on k3s).
 pub const DNS_NAMESPACE: &str = "kube-system";
 /// The label every namespace carries with its own name (Kubernetes sets it).
@@ -161,7 +171,9 @@ pub struct App {
     pub volumes: Vec<String>,
     /// The service's custom domains: routed like `host`.
     pub domains: Vec<String>,
-    /// Certificates that may cover `host` and `domains` (each becomes a TLS Secret if it does).
+    /// Certificates that may cover `host` and `domains`: the base domain's (the platform's, see
+    /// [`App::platform_cert`]) and the owner's zones' (each a TLS Secret of the owner's namespace
+    /// if it covers a custom domain, see [`App::certified_hosts`]).
     pub certs: Vec<ZoneCert>,
 }
 
@@ -173,12 +185,31 @@ impl App {
         hosts
     }
 
-    /// The certificates that cover at least one of the hosts, each with the hosts it serves
-    /// (a host covered by several goes to the first, so that each host has one certificate).
+    /// The base domain: the service's host without its first label (hosts are
+    /// `<hostname>.<base domain>`, the hostname one DNS label).
+    pub fn base_domain(&self) -> &str {
+        self.host.split_once('.').map_or(self.host.as_str(), |(_, base)| base)
+    }
+
+    /// The base domain's certificate, when the platform certified it (`DEPLOY_MCP_BASE_DOMAIN_DNS`):
+    /// the wildcard of every service's host, so the platform's, whichever service it reaches the
+    /// driver with. It is served as the ingress controller's default certificate
+    /// ([`default_certificate`]) and never written into an owner's namespace.
+    pub fn platform_cert(&self) -> Option<&ZoneCert> {
+        self.certs.iter().find(|c| c.zone == self.base_domain())
+    }
+
+    /// The certificates that cover at least one of the custom domains, each with the domains it
+    /// serves (a domain covered by several goes to the first, so that each has one certificate):
+    /// what goes into the owner's namespace. Custom domains lie in the owner's own zones, so
+    /// these are the owner's certificates. Neither the service's own host nor the base domain's
+    /// certificate is ever among them: the ingress controller's default certificate serves the
+    /// host.
     pub fn certified_hosts(&self) -> Vec<(&ZoneCert, Vec<String>)> {
-        let mut left = self.hosts();
+        let mut left: Vec<String> = self.domains.iter().filter(|d| **d != self.host).cloned().collect();
         let mut out = Vec::new();
-        for cert in &self.certs {
+        let base = self.base_domain();
+        for cert in self.certs.iter().filter(|c| c.zone != base) {
             let (covered, rest): (Vec<_>, Vec<_>) = left.into_iter().partition(|h| cert.covers(h));
             left = rest;
             if !covered.is_empty() {
@@ -194,18 +225,40 @@ pub fn tls_secret_name(zone_id: &events::ZoneId) -> String {
     format!("tls-{}", dns_label(&zone_id.to_string()))
 }
 
-/// A zone's certificate as the Secret the Ingress's TLS section references (`data`, not
+/// The base domain's certificate as the ingress controller's default certificate: the Secret the
+/// TLSStore `default` names (infra/k8s/traefik.yaml), in the controller's namespace, which
+/// customer pods cannot read and no tenant namespace shares. Every service host is served with
+/// it, whatever namespace its Ingress is in.
+pub fn default_certificate(config: &K8sConfig, cert: &ZoneCert) -> Secret {
+    let labels = labels(&[MANAGED_BY, (DEFAULT_CERTIFICATE_LABEL, &cert.zone_id.to_string())]);
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(config.default_certificate_secret().to_owned()),
+            namespace: Some(config.ingress_namespace.clone()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        data: Some(tls_data(cert)),
+        type_: Some("kubernetes.io/tls".into()),
+        ..Default::default()
+    }
+}
+
+fn tls_data(cert: &ZoneCert) -> BTreeMap<String, ByteString> {
+    BTreeMap::from([
+        ("tls.crt".to_owned(), ByteString(cert.chain_pem.clone().into_bytes())),
+        ("tls.key".to_owned(), ByteString(cert.key_pem.clone().into_bytes())),
+    ])
+}
+
+/// An owner's zone certificate as the Secret the Ingress's TLS section references (`data`, not
 /// `stringData`: what the server stores, so a second apply changes nothing).
 pub fn tls_secret(names: &Names, cert: &ZoneCert) -> Secret {
     let mut labels = names.owner_labels();
     labels.insert(ZONE_LABEL.into(), cert.zone_id.to_string());
-    let data = BTreeMap::from([
-        ("tls.crt".to_owned(), ByteString(cert.chain_pem.clone().into_bytes())),
-        ("tls.key".to_owned(), ByteString(cert.key_pem.clone().into_bytes())),
-    ]);
     Secret {
         metadata: names.meta(&tls_secret_name(&cert.zone_id), labels),
-        data: Some(data),
+        data: Some(tls_data(cert)),
         type_: Some("kubernetes.io/tls".into()),
         ..Default::default()
     }
@@ -291,7 +344,8 @@ pub fn limit_range(names: &Names) -> LimitRange {
 ///
 /// Ingress: only from pods of the same namespace and from the ingress controller's namespace.
 /// Egress: DNS to the cluster's resolver, the same namespace (so that the ingress rule above is
-/// usable), and the public internet — every private range and the metadata endpoint excluded.
+/// usable), and the public internet of both families — without what the local firewall refuses
+/// too ([`BLOCKED_EGRESS_V4`], [`BLOCKED_EGRESS_V6`]).
 pub fn network_policies(config: &K8sConfig, names: &Names) -> [NetworkPolicy; 2] {
     let everything = || Some(LabelSelector::default());
     let namespace_named = |name: &str| NetworkPolicyPeer {
@@ -331,13 +385,10 @@ pub fn network_policies(config: &K8sConfig, names: &Names) -> [NetworkPolicy; 2]
                 },
                 NetworkPolicyEgressRule { to: Some(vec![same_namespace]), ports: None },
                 NetworkPolicyEgressRule {
-                    to: Some(vec![NetworkPolicyPeer {
-                        ip_block: Some(IPBlock {
-                            cidr: "0.0.0.0/0".into(),
-                            except: Some(BLOCKED_EGRESS.iter().map(|s| (*s).to_owned()).collect()),
-                        }),
-                        ..Default::default()
-                    }]),
+                    to: Some(vec![
+                        internet_except("0.0.0.0/0", &BLOCKED_EGRESS_V4),
+                        internet_except("::/0", &BLOCKED_EGRESS_V6),
+                    ]),
                     ports: None,
                 },
             ]),
@@ -345,6 +396,14 @@ pub fn network_policies(config: &K8sConfig, names: &Names) -> [NetworkPolicy; 2]
         }),
     };
     [ingress, egress]
+}
+
+/// Every address of a family (`cidr`) but `blocked`.
+fn internet_except(cidr: &str, blocked: &[&str]) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        ip_block: Some(IPBlock { cidr: cidr.into(), except: Some(blocked.iter().map(|s| (*s).to_owned()).collect()) }),
+        ..Default::default()
+    }
 }
 
 /// The deployment's environment. `data` (not `stringData`) so that the applied body is exactly
@@ -497,13 +556,17 @@ pub fn service(app: &App) -> Service {
     }
 }
 
-/// Routed by host: the service's own and its custom domains, one rule each. Each zone
-/// certificate covering some of them is a TLS entry with its Secret ([`tls_secret`]); the
-/// service's host, when no zone certificate covers it, uses the configured wildcard Secret.
+/// Routed by host: the service's own and its custom domains, one rule each. Each certificate
+/// of the owner's zones covering some custom domains is a TLS entry with its Secret
+/// ([`tls_secret`]). The service's host, when the base domain has a certificate (the platform's,
+/// or the operator's: [`K8sConfig::tls_secret`]), is a TLS entry without a Secret: the ingress
+/// controller serves it with its default certificate ([`default_certificate`]), so the base
+/// domain's key stays out of owner namespaces.
 ///
 /// Traefik reads the `router.*` annotations: with any TLS entry the routes are on the
 /// `websecure` entry point only (HTTP→HTTPS redirection is the controller's job), and a name
-/// without a certificate of its own gets the controller's default one until its zone's arrives.
+/// without a certificate of its own gets the controller's default one; it skips TLS entries
+/// without a Secret (other controllers serve their default certificate for them too).
 pub fn ingress(config: &K8sConfig, app: &App) -> Ingress {
     let names = &app.names;
     let mut tls: Vec<IngressTLS> = app
@@ -511,9 +574,8 @@ pub fn ingress(config: &K8sConfig, app: &App) -> Ingress {
         .into_iter()
         .map(|(cert, hosts)| IngressTLS { hosts: Some(hosts), secret_name: Some(tls_secret_name(&cert.zone_id)) })
         .collect();
-    let host_certified = tls.iter().any(|t| t.hosts.as_ref().is_some_and(|h| h.contains(&app.host)));
-    if let Some(secret) = config.tls_secret.as_ref().filter(|_| !host_certified) {
-        tls.push(IngressTLS { hosts: Some(vec![app.host.clone()]), secret_name: Some(secret.clone()) });
+    if app.platform_cert().is_some() || config.tls_secret.is_some() {
+        tls.push(IngressTLS { hosts: Some(vec![app.host.clone()]), secret_name: None });
     }
     let mut annotations = BTreeMap::new();
     let entrypoint = if tls.is_empty() { "web" } else { "websecure" };

@@ -4,13 +4,18 @@
 //! Everything is applied by server-side apply under one field manager, from the pure builders in
 //! [`manifests`]: applying the same deployment twice sends the same bodies and changes nothing. A
 //! start applies, in order: the owner's Namespace, ResourceQuota, LimitRange and NetworkPolicies;
-//! then the deployment's Secret, the TLS Secrets of the zone certificates covering the service's
-//! names, the service's PersistentVolumeClaims, Deployment, Service and Ingress; then waits for
-//! the rollout ([`rollout`]), which keeps the previous pods serving until the new one is ready.
-//! Once live, the deployment's pods are polled ([`watch`]) for crashes and recoveries, reported
-//! like the local driver's; a change of custom domains or certificates re-applies the TLS
-//! Secrets and the Ingress. Deleted services' objects, stale Secrets and owner namespaces left
-//! empty are collected ([`gc`]).
+//! then the deployment's Secret, the base domain's certificate as the ingress controller's
+//! default certificate (in the controller's namespace), the TLS Secrets of the owner's zone
+//! certificates covering the service's custom domains, the service's PersistentVolumeClaims,
+//! Deployment, Service and Ingress; then waits for the rollout ([`rollout`]), which keeps the
+//! previous pods serving until the new one is ready. Once live, the deployment's pods are polled
+//! ([`watch`]) for crashes and recoveries, reported like the local driver's; a change of custom
+//! domains or certificates re-applies the certificates and the Ingress. Deleted services'
+//! objects, stale Secrets and owner namespaces left empty are collected ([`gc`]).
+//!
+//! Architecture invariant: an owner's namespace holds only certificates of that owner's zones.
+//! The base domain's wildcard covers every service's host; a copy in each owner namespace would
+//! hand its key to whoever compromises any one of them.
 //!
 //! Images: the driver runs the exact reference the builder pushed and recorded on the
 //! deployment (by digest). [`Launch`] carries neither the owner nor the image: a [`Placement`]
@@ -64,9 +69,13 @@ pub struct K8sConfig {
     /// Where the ingress controller's pods run: the only namespace besides the owner's that may
     /// reach customer pods (`kube-system` for k3s's Traefik).
     pub ingress_namespace: String,
-    /// A `kubernetes.io/tls` Secret, present in every owner namespace, with the certificate of
-    /// the base domain's wildcard, for service hosts no zone certificate of the platform covers
-    /// (when the dns service certifies the base domain, its certificate is used instead).
+    /// Set when the operator provides the base domain's wildcard: the `kubernetes.io/tls`
+    /// Secret, in `ingress_namespace`, that the ingress controller serves as its default
+    /// certificate (Traefik's TLSStore `default` names it: `base-domain-tls` in
+    /// infra/k8s/traefik.yaml). Service hosts are then served over HTTPS with it, their Ingresses
+    /// naming no Secret. Unset, service hosts get HTTPS once the dns service certifies the base
+    /// domain (`DEPLOY_MCP_BASE_DOMAIN_DNS`), whose certificate the driver writes into the same
+    /// Secret ([`K8sConfig::default_certificate_secret`]). Never copied into owner namespaces.
     pub tls_secret: Option<String>,
     /// The StorageClass of volume claims; none takes the cluster's default class.
     pub storage_class: Option<String>,
@@ -88,9 +97,10 @@ impl Default for K8sConfig {
 
 impl K8sConfig {
     /// The defaults: field manager `deploy-mcp`, namespaces `dm-<owner>`, a quota of 40 CPU,
-    /// 40Gi, 200 pods and 100 volume claims of 100Gi in all, the run pool as infra/ labels it, Traefik in `kube-system`, no
-    /// wildcard TLS Secret, 1Gi volumes of the default storage class, 5 minutes for a rollout,
-    /// pods read every 5 seconds once live.
+    /// 40Gi, 200 pods and 100 volume claims of 100Gi in all, the run pool as infra/ labels it,
+    /// Traefik in `kube-system`, no wildcard of the operator's (the platform's goes into
+    /// [`DEFAULT_CERTIFICATE_SECRET`]), 1Gi volumes of the default storage class, 5 minutes for a
+    /// rollout, pods read every 5 seconds once live.
     pub fn new() -> Self {
         let (run_pool_selector, tolerations) = manifests::run_pool();
         Self {
@@ -113,7 +123,16 @@ impl K8sConfig {
     fn apply_params(&self) -> PatchParams {
         PatchParams::apply(&self.field_manager).force()
     }
+
+    /// The Secret of `ingress_namespace` holding the ingress controller's default certificate:
+    /// [`K8sConfig::tls_secret`], else [`DEFAULT_CERTIFICATE_SECRET`].
+    pub fn default_certificate_secret(&self) -> &str {
+        self.tls_secret.as_deref().unwrap_or(DEFAULT_CERTIFICATE_SECRET)
+    }
 }
+
+/// The Secret the TLSStore `default` of infra/k8s/traefik.yaml names.
+pub const DEFAULT_CERTIFICATE_SECRET: &str = "base-domain-tls";
 
 /// What the driver needs to know of a deployment beyond [`Launch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +225,7 @@ impl KubernetesDriver {
         let applied = self.apply(&manifests::deployment(&self.config, &app)).await?;
         self.apply(&manifests::service(&app)).await?;
         self.apply(&manifests::ingress(&self.config, &app)).await?;
+        self.remove_platform_copy(&app).await?;
 
         let generation = applied
             .metadata
@@ -238,13 +258,26 @@ impl KubernetesDriver {
         }
     }
 
-    /// The Secrets of the certificates the app's Ingress references (before the Ingress, so it
-    /// never points at a missing one).
+    /// The certificates the app's Ingress relies on (before the Ingress, so it never points at a
+    /// missing one): the base domain's as the ingress controller's default certificate, in the
+    /// controller's namespace, and the owner's zones' in the owner's namespace.
     async fn apply_tls(&self, app: &App) -> Result<(), StartError> {
+        if let Some(cert) = app.platform_cert() {
+            self.apply(&manifests::default_certificate(&self.config, cert)).await?;
+        }
         for (cert, _) in app.certified_hosts() {
             self.apply(&manifests::tls_secret(&app.names, cert)).await?;
         }
         Ok(())
+    }
+
+    /// Deletes the copy of the base domain's certificate that earlier versions wrote into the
+    /// owner's namespace, once the Ingress no longer names it: the key must not stay there
+    /// until the next garbage collection. Already gone (the usual case) is success.
+    async fn remove_platform_copy(&self, app: &App) -> Result<(), StartError> {
+        let Some(cert) = app.platform_cert() else { return Ok(()) };
+        let name = manifests::tls_secret_name(&cert.zone_id);
+        try_delete::<Secret>(&self.client, &app.names.namespace, &name).await.map_err(unavailable)
     }
 
     /// Creates the app's missing volume claims. An existing claim is left as it is: its class
@@ -364,13 +397,13 @@ impl K8sRunning {
         &self.app.names
     }
 
-    /// Applies the Ingress for `edge` (its certificates' Secrets first). Applying the same edge
-    /// again sends the same bodies.
+    /// Applies the Ingress for `edge` (its certificates first). Applying the same edge again
+    /// sends the same bodies.
     pub async fn apply_edge(&self, edge: &Edge) -> Result<(), StartError> {
         let app = App { domains: edge.domains.clone(), certs: edge.certs.clone(), ..self.app.clone() };
         self.driver.apply_tls(&app).await?;
         self.driver.apply(&manifests::ingress(&self.driver.config, &app)).await?;
-        Ok(())
+        self.driver.remove_platform_copy(&app).await
     }
 
     /// Removes this deployment. When a newer deployment of the service has been applied since
