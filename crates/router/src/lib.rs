@@ -8,6 +8,7 @@
 //! The router knows nothing of deployments, events or the store: it only sees the route table (and
 //! certificates) its owner writes.
 
+mod beneath;
 mod body;
 mod host;
 mod pool;
@@ -51,8 +52,13 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub enum Upstream {
     /// A running app (in its own network namespace; reachable from the host at this address).
     Http(SocketAddr),
-    /// A static site: files served by the router itself from this directory.
-    Static(PathBuf),
+    /// A static site, served by the router itself: the files under `root`, a relative path inside `dir`.
+    ///
+    /// Two paths because they are trusted differently. `dir` is the platform's (a build's artifact directory, made
+    /// by the builder; its own last component must not be a symlink). Everything inside it is the tenant's build
+    /// output: `root` and each of its components must be real directories (a symlink among them serves nothing),
+    /// and below `root` a symlink is followed only while it stays inside the site. Whatever is refused is a 404.
+    Static { dir: PathBuf, root: PathBuf },
 }
 
 /// Serves until `shutdown`, then stops accepting and lets in-flight requests finish (for at most 10 s).

@@ -104,9 +104,9 @@ pub(crate) async fn handle(client: Arc<Client>, req: Request<Incoming>) -> Resul
             let addr = *addr;
             forward(&client, in_flight, addr, req).await
         }
-        Upstream::Static(dir) => {
-            let dir = dir.clone();
-            static_files::serve(&dir, &req, in_flight).await
+        Upstream::Static { dir, root } => {
+            let (dir, root) = (dir.clone(), root.clone());
+            static_files::serve(&dir, &root, &req, in_flight).await
         }
     };
     Ok(response)

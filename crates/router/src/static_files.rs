@@ -1,12 +1,20 @@
 //! Static sites: files served from a directory, never from outside it.
+//!
+//! The site is a tenant's build output, and a build can leave any symlink in it, the site's root included
+//! (`ln -s / dist`). So nothing is checked by path and then opened: the artifact directory is opened, the root
+//! beneath it as real directories only, and each file beneath the root's handle (`beneath`), where a symlink that
+//! stays inside the site works and one that leads out is a 404 like a missing file.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::os::fd::AsFd;
+use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
+use rustix::fs::OFlags;
 
+use crate::beneath::{self, Links};
 use crate::body::RouterBody;
 use crate::proxy::text;
 use crate::routes::InFlight;
@@ -14,7 +22,8 @@ use crate::routes::InFlight;
 /// Short, so a redeploy shows within a minute even to a browser that does not revalidate.
 const CACHE_CONTROL: &str = "public, max-age=60";
 
-pub(crate) async fn serve<B>(root: &Path, req: &Request<B>, in_flight: InFlight) -> Response<RouterBody> {
+/// Serves `req` from the site at `root`, a relative path inside the artifact directory `dir` (see `Upstream::Static`).
+pub(crate) async fn serve<B>(dir: &Path, root: &Path, req: &Request<B>, in_flight: InFlight) -> Response<RouterBody> {
     let head = match *req.method() {
         Method::GET => false,
         Method::HEAD => true,
@@ -30,11 +39,12 @@ pub(crate) async fn serve<B>(root: &Path, req: &Request<B>, in_flight: InFlight)
     let path = req.uri().path();
     let Some(relative) = decode(path) else { return not_found(path) };
     let wants_dir = path.ends_with('/');
-    let root = root.to_owned();
-    let found = match tokio::task::spawn_blocking(move || open(&root, &relative, wants_dir)).await {
+    let (dir, root) = (dir.to_owned(), root.to_owned());
+    let found = match tokio::task::spawn_blocking(move || open(&dir, &root, &relative, wants_dir)).await {
         Ok(Ok(Opened::File(found))) => found,
         Ok(Ok(Opened::Directory)) => return redirect_to_dir(req),
-        Ok(Err(error)) if matches!(error.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+        Ok(Err(error)) if beneath::is_refusal(&error) => {
+            tracing::debug!(%path, %error, "static file refused");
             return not_found(path);
         }
         Ok(Err(error)) => {
@@ -91,29 +101,37 @@ impl Found {
     }
 }
 
-fn open(root: &Path, relative: &Path, wants_dir: bool) -> io::Result<Opened> {
-    let root = root.canonicalize()?;
-    let mut path = root.join(relative);
-    let mut meta = std::fs::metadata(&path)?;
+/// Files are opened without blocking (a FIFO in the site must not hang a thread) and without becoming the
+/// controlling terminal; anything but a regular file is then refused. `O_NONBLOCK` stays set on the file served,
+/// which regular files ignore.
+const FILE_FLAGS: OFlags = OFlags::NONBLOCK.union(OFlags::NOCTTY);
+
+fn open(dir: &Path, root: &Path, relative: &Path, wants_dir: bool) -> io::Result<Opened> {
+    // The platform writes `root` from the build plan; even so, one that is not a plain relative path serves nothing.
+    if !root.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err(io::ErrorKind::NotFound.into());
+    }
+    let artifact = beneath::open_dir(dir)?;
+    // Every component of the root is a real directory of the build: a root that is (or passes through) a symlink
+    // would make the whole site whatever the link points at.
+    let site = beneath::open(artifact.as_fd(), root, Links::Refuse, OFlags::DIRECTORY)?;
+    let mut path = relative.to_owned();
+    let mut file = std::fs::File::from(beneath::open(site.as_fd(), &path, Links::Beneath, FILE_FLAGS)?);
+    let mut meta = file.metadata()?;
     if meta.is_dir() {
         if !wants_dir && !relative.as_os_str().is_empty() {
             return Ok(Opened::Directory);
         }
+        // From the site's root again, so the index's own links are judged against the whole site.
         path.push("index.html");
-        meta = std::fs::metadata(&path)?;
+        file = std::fs::File::from(beneath::open(site.as_fd(), &path, Links::Beneath, FILE_FLAGS)?);
+        meta = file.metadata()?;
     } else if wants_dir {
         return Err(io::ErrorKind::NotADirectory.into());
     }
     if !meta.is_file() {
         return Err(io::ErrorKind::NotFound.into());
     }
-    // A symlink may point anywhere: only files that really are inside the site are served.
-    let real = path.canonicalize()?;
-    if !real.starts_with(&root) {
-        return Err(io::ErrorKind::NotFound.into());
-    }
-    let file = std::fs::File::open(&real)?;
-    let meta = file.metadata()?;
     Ok(Opened::File(Found { len: meta.len(), modified: meta.modified().ok(), content_type: content_type(&path), file }))
 }
 

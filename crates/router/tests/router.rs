@@ -1,6 +1,7 @@
 //! The router end to end: real sockets on 127.0.0.1, a hyper app as the upstream.
 
 mod helpers;
+mod static_sites;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -289,7 +290,7 @@ async fn serves_static_sites() {
     site.write(".env", "SECRET=1");
     std::os::unix::fs::symlink(outside.path().join("secret.txt"), site.path().join("link.txt")).unwrap();
     let router = TestRouter::start().await;
-    router.routes.set("site.test", Upstream::Static(site.path().to_owned()));
+    router.routes.set("site.test", Upstream::Static { dir: site.path().to_owned(), root: ".".into() });
 
     let home = router.get("site.test", "/").await;
     assert_eq!(home.status, StatusCode::OK);
