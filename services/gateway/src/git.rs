@@ -6,20 +6,22 @@
 //! updated only after JetStream acked), so a crash between a push and its announcement is
 //! caught up by the reconciler, which compares the refs with that record.
 
-use std::collections::BTreeMap;
+mod backend;
+mod pkt;
+
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use chrono::Utc;
 use events::{Intent, PushReceived, RepoId, UserId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::Mutex;
 
@@ -30,6 +32,31 @@ const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
 /// Where announced ref values are kept inside each bare repository (hidden from clients).
 const PUBLISHED: &str = "refs/published/";
 
+/// Git requests one account may have in flight: each holds a git process, and a clone or a
+/// push may last minutes, so a few are plenty for an agent and a bound for the gateway.
+pub const MAX_REQUESTS_PER_USER: usize = 4;
+
+/// What one push and one repository may weigh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body (a push's pack, as sent), in bytes.
+    pub max_push_bytes: u64,
+    /// Largest a repository's objects may grow, in bytes.
+    pub max_repo_bytes: u64,
+}
+
+impl Limits {
+    pub fn from_mb(max_push_mb: u64, max_repo_mb: u64) -> Self {
+        Self { max_push_bytes: max_push_mb << 20, max_repo_bytes: max_repo_mb << 20 }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::from_mb(200, 1024)
+    }
+}
+
 /// The git side of the gateway's state.
 #[derive(Debug, Clone)]
 pub struct Git {
@@ -39,22 +66,106 @@ pub struct Git {
     pub data_dir: PathBuf,
     /// One reconcile at a time per repository.
     locks: Arc<Mutex<BTreeMap<RepoId, Arc<Mutex<()>>>>>,
+    limits: Limits,
+    /// Git requests in flight per account (see [`MAX_REQUESTS_PER_USER`]).
+    active: Arc<std::sync::Mutex<HashMap<UserId, usize>>>,
+}
+
+/// One of an account's places for a git request, given back when the last clone drops.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    _held: Arc<SlotInner>,
+}
+
+#[derive(Debug)]
+struct SlotInner {
+    active: Arc<std::sync::Mutex<HashMap<UserId, usize>>>,
+    user: UserId,
+}
+
+impl Drop for SlotInner {
+    fn drop(&mut self) {
+        let mut active = self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = active.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                active.remove(&self.user);
+            }
+        }
+    }
 }
 
 impl Git {
     pub fn new(bin: PathBuf, data_dir: PathBuf) -> Self {
-        Self { bin, data_dir, locks: Arc::default() }
+        Self { bin, data_dir, locks: Arc::default(), limits: Limits::default(), active: Arc::default() }
+    }
+
+    pub fn with_limits(self, limits: Limits) -> Self {
+        Self { limits, ..self }
+    }
+
+    /// Takes one of `user`'s places for a git request, if one is free.
+    fn slot(&self, user: UserId) -> Option<Slot> {
+        let mut active = self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = active.entry(user).or_default();
+        if *n >= MAX_REQUESTS_PER_USER {
+            return None;
+        }
+        *n += 1;
+        Some(Slot { _held: Arc::new(SlotInner { active: self.active.clone(), user }) })
     }
 
     /// `git` with a clean environment: nothing of the platform's own (secrets included) leaks
     /// into git or its hooks.
     fn command(&self) -> Command {
+        self.command_with(&[])
+    }
+
+    /// [`Git::command`] with more configuration (`key`, `value`) on top of the platform's own.
+    fn command_with(&self, config: &[(&str, String)]) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
-        // The repositories belong to the platform, whatever user runs it.
-        cmd.env("GIT_CONFIG_COUNT", "1").env("GIT_CONFIG_KEY_0", "safe.directory").env("GIT_CONFIG_VALUE_0", "*");
+        let base = [
+            // The repositories belong to the platform, whatever user runs it.
+            ("safe.directory", "*".to_owned()),
+            // Whatever is pushed is checked whole (malformed objects, names git refuses to
+            // check out such as `.git`), and refused on the first error.
+            ("receive.fsckObjects", "true".to_owned()),
+            ("transfer.fsckObjects", "true".to_owned()),
+        ];
+        let all: Vec<&(&str, String)> = base.iter().chain(config).collect();
+        cmd.env("GIT_CONFIG_COUNT", all.len().to_string());
+        for (i, (key, value)) in all.iter().enumerate() {
+            cmd.env(format!("GIT_CONFIG_KEY_{i}"), key).env(format!("GIT_CONFIG_VALUE_{i}"), value);
+        }
         cmd.stdin(Stdio::null()).kill_on_drop(true);
         cmd
+    }
+
+    /// What a repository's objects take on disk, in bytes (`git count-objects`: loose objects,
+    /// packs and garbage such as a failed push's leftovers).
+    pub async fn repo_size(&self, dir: &Path) -> std::io::Result<u64> {
+        let out = self.run(dir, &["count-objects", "-v"]).await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(k, _)| matches!(*k, "size" | "size-pack" | "size-garbage"))
+            .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+            .sum::<u64>()
+            * 1024)
+    }
+
+    /// The budget of the next push to `dir`: the push limit, or what is left of the
+    /// repository's, whichever is smaller, with the message for a push past it.
+    async fn push_budget(&self, dir: &Path) -> std::io::Result<(u64, String)> {
+        let used = self.repo_size(dir).await?;
+        let Limits { max_push_bytes, max_repo_bytes } = self.limits;
+        let room = max_repo_bytes.saturating_sub(used);
+        Ok(if room < max_push_bytes {
+            (room, repo_full(max_repo_bytes, used))
+        } else {
+            (max_push_bytes, push_too_large(max_push_bytes))
+        })
     }
 
     fn git(&self, dir: &Path) -> Command {
@@ -218,14 +329,16 @@ fn basic_password(headers: &HeaderMap) -> Option<String> {
     Some(password.to_owned())
 }
 
-/// `/git/{owner}/{repo}.git/{*rest}`: the smart HTTP endpoints only.
+/// `/git/{owner}/{repo}.git/{*rest}`: the smart HTTP endpoints only. Bodies stream both ways;
+/// an account has at most [`MAX_REQUESTS_PER_USER`] requests in flight, and a push is held to
+/// the size limits while it arrives.
 pub async fn handle(
     State(state): State<AppState>,
     UrlPath((owner, repo, rest)): UrlPath<(String, String, String)>,
     RawQuery(query): RawQuery,
     method: Method,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let not_found = || plain(StatusCode::NOT_FOUND, "no such repository: check the clone URL from create_repo");
     let rest = format!("/{rest}");
@@ -269,6 +382,15 @@ pub async fn handle(
         Ok(TokenCheck::Invalid(why)) => return unauthorized(why),
         Err(e) => return plain(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
+    let Some(slot) = state.git.slot(owner) else {
+        let message = format!(
+            "too many git requests at once for this account (at most {MAX_REQUESTS_PER_USER}): wait for your \
+             other clones, fetches and pushes to finish, then retry"
+        );
+        let mut res = plain(StatusCode::TOO_MANY_REQUESTS, &message);
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return res;
+    };
     let dir = match state.git.ensure_bare(repo_id).await {
         Ok(d) => d,
         Err(e) => {
@@ -276,95 +398,144 @@ pub async fn handle(
             return plain(StatusCode::INTERNAL_SERVER_ERROR, "the repository could not be opened");
         }
     };
-    let response = match http_backend(&state.git, &dir, &method, &rest, query.as_deref(), &headers, body, &owner).await
-    {
+    let push = if service == "receive" && method == Method::POST {
+        let (max_pack, refusal) = match state.git.push_budget(&dir).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(repo = %repo_id, error = %e, "git: cannot measure the repository");
+                return plain(StatusCode::INTERNAL_SERVER_ERROR, "the repository could not be opened");
+            }
+        };
+        // Announce before the push is reported done; if NATS is down the reconciler announces
+        // it later.
+        let (git, bus, pusher) = (state.git.clone(), state.bus.clone(), owner.to_string());
+        let after = Box::pin(async move {
+            if let Err(e) = git.reconcile(&bus, repo_id, &pusher).await {
+                tracing::warn!(repo = %repo_id, error = %e, "git: push not announced yet; the reconciler will retry");
+            }
+        });
+        Some(backend::Push { max_pack, refusal, drain: state.git.limits.max_push_bytes, after })
+    } else {
+        None
+    };
+    let cgi = CgiRequest { method: &method, rest: &rest, query: query.as_deref(), headers: &headers, user: &owner };
+    let cmd = state.git.http_backend(&dir, &cgi, push.as_ref().map(|p| p.max_pack));
+    match backend::serve(cmd, body, push, slot).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(repo = %repo_id, error = %e, "git: http-backend failed");
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "git failed to serve the request");
-        }
-    };
-    if service == "receive" && method == Method::POST {
-        // Announce before answering, so that a push reported done is a push announced; if NATS
-        // is down the reconciler announces it later.
-        if let Err(e) = state.git.reconcile(&state.bus, repo_id, &owner.to_string()).await {
-            tracing::warn!(repo = %repo_id, error = %e, "git: push not announced yet; the reconciler will retry");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "git failed to serve the request")
         }
     }
-    response
 }
 
-/// Runs `git http-backend` as a CGI for one request.
-#[allow(clippy::too_many_arguments)]
-async fn http_backend(
-    git: &Git,
-    dir: &Path,
-    method: &Method,
-    rest: &str,
-    query: Option<&str>,
-    headers: &HeaderMap,
-    body: Bytes,
-    user: &UserId,
-) -> std::io::Result<Response> {
-    let root = dir.parent().ok_or_else(|| std::io::Error::other("repository without a parent"))?;
-    let leaf = dir.file_name().ok_or_else(|| std::io::Error::other("repository without a name"))?;
-    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let mut cmd = git.command();
-    cmd.arg("http-backend")
-        .env("GIT_PROJECT_ROOT", root)
-        .env("GIT_HTTP_EXPORT_ALL", "1")
-        .env("PATH_INFO", format!("/{}{rest}", leaf.to_string_lossy()))
-        .env("REQUEST_METHOD", method.as_str())
-        .env("QUERY_STRING", query.unwrap_or(""))
-        .env("CONTENT_TYPE", header(header::CONTENT_TYPE))
-        .env("CONTENT_LENGTH", body.len().to_string())
-        .env("HTTP_CONTENT_ENCODING", header(header::CONTENT_ENCODING))
-        .env("GIT_PROTOCOL", headers.get("git-protocol").and_then(|v| v.to_str().ok()).unwrap_or(""))
-        .env("REMOTE_USER", user.to_string())
-        .env("REMOTE_ADDR", "127.0.0.1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
-    let mut stdin = child.stdin.take().ok_or_else(|| std::io::Error::other("no stdin"))?;
-    let writer = tokio::spawn(async move {
-        let _ = stdin.write_all(&body).await;
-        let _ = stdin.shutdown().await;
-    });
-    let mut stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
-    let mut out = Vec::new();
-    stdout.read_to_end(&mut out).await?;
-    let status = child.wait().await?;
-    let _ = writer.await;
-    if !status.success() && out.is_empty() {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err).await;
-        }
-        return Err(std::io::Error::other(format!("http-backend exited with {status}: {}", err.trim())));
-    }
-    cgi_response(&out)
+/// What of a request `git http-backend` is told (as CGI variables).
+struct CgiRequest<'a> {
+    method: &'a Method,
+    rest: &'a str,
+    query: Option<&'a str>,
+    headers: &'a HeaderMap,
+    user: &'a UserId,
 }
 
-/// Turns CGI output (headers, a blank line, the body) into a response.
-fn cgi_response(out: &[u8]) -> std::io::Result<Response> {
-    let split = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, i + 4))
-        .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2)))
-        .ok_or_else(|| std::io::Error::other("CGI output without headers"))?;
-    let head = String::from_utf8_lossy(&out[..split.0]);
-    let mut builder = Response::builder().status(StatusCode::OK);
-    for line in head.lines() {
-        let Some((name, value)) = line.split_once(':') else { continue };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("status") {
-            let code = value.split_whitespace().next().and_then(|c| c.parse().ok()).unwrap_or(500);
-            builder = builder.status(code);
-        } else if let (Ok(n), Ok(v)) = (header::HeaderName::try_from(name.trim()), HeaderValue::from_str(value)) {
-            builder = builder.header(n, v);
-        }
+impl Git {
+    /// `git http-backend` for one request; `max_pack` caps a push's pack (git's own
+    /// `receive.maxInputSize`: git refuses a larger one in the protocol).
+    fn http_backend(&self, dir: &Path, req: &CgiRequest<'_>, max_pack: Option<u64>) -> Command {
+        let root = dir.parent().unwrap_or(dir);
+        let leaf = dir.file_name().map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
+        let header = |name: header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        // 0 would mean no limit to git: a full repository takes no pack at all.
+        let config: Vec<(&str, String)> =
+            max_pack.map(|m| ("receive.maxInputSize", m.max(1).to_string())).into_iter().collect();
+        let mut cmd = self.command_with(&config);
+        cmd.arg("http-backend")
+            .env("GIT_PROJECT_ROOT", root)
+            .env("GIT_HTTP_EXPORT_ALL", "1")
+            .env("PATH_INFO", format!("/{leaf}{}", req.rest))
+            .env("REQUEST_METHOD", req.method.as_str())
+            .env("QUERY_STRING", req.query.unwrap_or(""))
+            .env("CONTENT_TYPE", header(header::CONTENT_TYPE))
+            .env("HTTP_CONTENT_ENCODING", header(header::CONTENT_ENCODING))
+            .env("GIT_PROTOCOL", req.headers.get("git-protocol").and_then(|v| v.to_str().ok()).unwrap_or(""))
+            .env("REMOTE_USER", req.user.to_string())
+            .env("REMOTE_ADDR", "127.0.0.1");
+        // No CONTENT_LENGTH, ever: git then reads its input to the end, which the gateway
+        // decides. Given a length and a body that ends short (a client that hangs up, a push cut
+        // at its limit), http-backend spins on the early end of its input for ever.
+        cmd
     }
-    builder.body(Body::from(out[split.1..].to_vec())).map_err(std::io::Error::other)
+}
+
+/// A size for people: `200 MiB`, `2.6 MiB`, `512 KiB`.
+fn size(bytes: u64) -> String {
+    let mib = bytes as f64 / f64::from(1u32 << 20);
+    if bytes < 1 << 20 {
+        format!("{} KiB", bytes.div_ceil(1024))
+    } else if bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{mib:.1} MiB")
+    }
+}
+
+/// Told to a push larger than the push limit.
+fn push_too_large(max: u64) -> String {
+    let max = size(max);
+    format!(
+        "push refused: this push is larger than {max}, the most the platform accepts in one push.\n\
+         Remove large files (build output, dependencies, media, data sets, binaries) from the commits \
+         you push: keep them out with .gitignore, and if an earlier commit added them, rewrite that history \
+         (e.g. `git filter-repo --strip-blobs-bigger-than 10M`, or `git rm --cached <file>` and \
+         `git commit --amend`).\n\
+         If the history itself is large, push it a few commits at a time."
+    )
+}
+
+/// Told to a push that would take a repository past its limit.
+fn repo_full(max: u64, used: u64) -> String {
+    let (max, used) = (size(max), size(used));
+    format!(
+        "push refused: this repository would grow past {max}, the most the platform keeps per repository \
+         (it holds {used}).\n\
+         The platform keeps every object pushed, so rewriting history does not shrink this repository: \
+         remove large files from the history (e.g. `git filter-repo --strip-blobs-bigger-than 10M`), push \
+         it to a new repository (create_repo) and deploy the service from that one."
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_sizes_then_they_read_as_people_write_them() {
+        assert_eq!(size(200 << 20), "200 MiB");
+        assert_eq!(size((2 << 20) + (600 << 10)), "2.6 MiB");
+        assert_eq!(size(1000), "1 KiB");
+    }
+
+    #[test]
+    fn given_a_refusal_then_it_names_the_limit_and_what_to_do() {
+        let push = push_too_large(1 << 20);
+        assert!(push.contains("larger than 1 MiB") && push.contains("Remove large files"), "{push}");
+        let full = repo_full(3 << 20, 2 << 20);
+        assert!(full.contains("past 3 MiB") && full.contains("holds 2 MiB") && full.contains("create_repo"), "{full}");
+    }
+
+    #[test]
+    fn given_an_account_when_it_has_four_requests_in_flight_then_a_fifth_waits() {
+        let git = Git::new("git".into(), "/nonexistent".into());
+        let (me, other) = (UserId::new(), UserId::new());
+        let mut held: Vec<Slot> = (0..MAX_REQUESTS_PER_USER).map(|_| git.slot(me).expect("a place")).collect();
+        assert!(git.slot(me).is_none());
+        assert!(git.slot(other).is_some(), "other accounts are not held up");
+        // A slot shared by the body feeder and the answer is one place, freed by the last.
+        let shared = held.pop().unwrap();
+        let copy = shared.clone();
+        drop(shared);
+        assert!(git.slot(me).is_none());
+        drop(copy);
+        assert!(git.slot(me).is_some());
+    }
 }

@@ -22,7 +22,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
@@ -59,6 +58,8 @@ pub struct Config {
     pub git_bin: PathBuf,
     /// How often the git reconciler announces pushes that were not announced.
     pub reconcile_every: Duration,
+    /// Push and repository sizes the git server accepts.
+    pub git_limits: git::Limits,
     /// The platform's GitHub App, when configured.
     pub github: Option<github_app::GithubConfig>,
     /// Where apps answer, and the key that seals their variables.
@@ -100,9 +101,6 @@ impl AppState {
     }
 }
 
-/// The largest push accepted in one request.
-const GIT_BODY_LIMIT: usize = 512 << 20;
-
 /// Binds `config.listen` and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result<()> {
     let listener = TcpListener::bind(config.listen).await?;
@@ -138,7 +136,7 @@ impl AppState {
             ),
             public_url: config.public_url.trim_end_matches('/').to_owned(),
             commands: Arc::new(Commands::new(&config.store)),
-            git: git::Git::new(config.git_bin.clone(), config.data_dir.clone()),
+            git: git::Git::new(config.git_bin.clone(), config.data_dir.clone()).with_limits(config.git_limits),
             github: github_app::GithubState { config: config.github.clone(), ..Default::default() },
             apps: config.apps.clone(),
             zones: config.zones.clone(),
@@ -190,7 +188,8 @@ pub fn app(state: AppState, config: &Config, shutdown: CancellationToken) -> Rou
         .route("/oauth/authorize", get(oauth::flow::get_authorize).post(oauth::flow::post_authorize))
         .route("/oauth/consent", axum::routing::post(oauth::flow::post_consent))
         .route("/oauth/token", axum::routing::post(oauth::token::post_token))
-        .route("/git/{owner}/{repo}/{*rest}", any(git::handle).layer(DefaultBodyLimit::max(GIT_BODY_LIMIT)))
+        // No body limit here: git bodies stream, and git::Limits bounds a push as it arrives.
+        .route("/git/{owner}/{repo}/{*rest}", any(git::handle))
         .route("/github/setup", get(github_app::setup))
         .route("/webhooks/github", axum::routing::post(github_app::webhook))
         .merge(web::routes())
