@@ -75,6 +75,15 @@ pub enum FailureReason {
         command: String,
         log_tail: Vec<String>,
     },
+    /// A build or the app filled the disk the platform gives it.
+    DiskQuotaExceeded {
+        /// `build`, `app` or `volume <name>`.
+        disk: String,
+        limit_mb: u32,
+        /// The step that was writing, for a build.
+        command: Option<String>,
+        log_tail: Vec<String>,
+    },
     /// A resource the variables reference is missing or not ready.
     ResourceNotReady {
         name: String,

@@ -434,6 +434,32 @@ async fn a_dockerfile_is_built_into_an_image_and_run_with_its_own_root() {
     let (status, body) = get(&reqwest::Client::new(), router(&p), created["url"].as_str().unwrap(), "/").await.unwrap();
     assert_eq!((status, body.as_str()), (200, "dockerfile fixture v1"));
 
+    // A hostile Dockerfile: its RUN step is root only inside a user namespace (uid 65534 on the
+    // host), and the setuid binary and FIFO it makes never reach the host's artifacts.
+    Pushed::new_with(&client, "hostile-image", "dockerfile", |dir| {
+        std::fs::write(
+            dir.join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+             RUN mkdir -p /www && cat /proc/self/uid_map > /www/uid_map && cp /bin/busybox /bin/suid && \
+             chmod 4755 /bin/suid && chmod 2755 /bin/busybox && mkfifo /fifo\n\
+             CMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+        )
+        .unwrap();
+        std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
+    })
+    .await;
+    let args = json!({ "repo": "hostile-image", "name": "hostile-image", "build_pack": "dockerfile" });
+    let hostile = tool_ok(call_tool(&client, "create_service", args).await);
+    let s = wait_latest(&client, "hostile-image", "live", Duration::from_secs(90)).await;
+    assert_eq!(s["status"], "live", "{s}");
+    let (status, uid_map) =
+        get(&reqwest::Client::new(), router(&p), hostile["url"].as_str().unwrap(), "/uid_map").await.unwrap();
+    assert_eq!((status, uid_map.split_whitespace().collect::<Vec<_>>()), (200, vec!["0", "65534", "1"]));
+    let artifacts = tree(&p.settings.data_dir.join("artifacts"));
+    assert!(artifacts.iter().any(|(path, _)| path.ends_with("rootfs/bin/suid")), "no exported image: {artifacts:?}");
+    let special: Vec<_> = artifacts.iter().filter(|(_, meta)| is_special(meta)).collect();
+    assert!(special.is_empty(), "setuid/setgid files or FIFOs in the artifacts: {special:?}");
+
     // A Dockerfile whose base image would have to be pulled fails with the reason.
     Pushed::new_with(&client, "pull", "dockerfile", |dir| {
         std::fs::write(dir.join("Dockerfile"), "FROM debian:12\nCMD [\"true\"]\n").unwrap();
@@ -449,6 +475,29 @@ async fn a_dockerfile_is_built_into_an_image_and_run_with_its_own_root() {
     assert_eq!(failure["kind"], "build_failed", "{s}");
     assert!(failure["log_tail"].to_string().contains("cannot be pulled"), "{failure}");
     p.stop().await;
+}
+
+/// Every entry below `dir`, by lstat (symlinks not followed).
+fn tree(dir: &std::path::Path) -> Vec<(std::path::PathBuf, std::fs::Metadata)> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+            found.push((entry.path(), meta));
+        }
+    }
+    found
+}
+
+/// A FIFO, socket or device, or a file with a setuid or setgid bit.
+fn is_special(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    let kind = meta.file_type();
+    kind.is_fifo() || kind.is_socket() || kind.is_block_device() || kind.is_char_device() || meta.mode() & 0o6000 != 0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -71,6 +71,14 @@ pub struct Settings {
     /// The git binary (2.x with `http-backend`).
     #[arg(long, env = "DEPLOY_MCP_GIT", default_value = "git", global = true)]
     pub git_bin: std::path::PathBuf,
+    /// Largest push the git server accepts, in MiB (the pack as sent); a larger one is refused
+    /// while it streams in.
+    #[arg(long, env = "DEPLOY_MCP_GIT_MAX_PUSH_MB", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub git_max_push_mb: u64,
+    /// Largest a repository may grow, in MiB (its objects on disk): pushes that would make it
+    /// larger are refused.
+    #[arg(long, env = "DEPLOY_MCP_GIT_MAX_REPO_MB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub git_max_repo_mb: u64,
     /// The GitHub App's id (set it, and the next three, to enable `github.com` repos).
     #[arg(long, env = "DEPLOY_MCP_GITHUB_APP_ID", global = true)]
     pub github_app_id: Option<u64>,
@@ -122,6 +130,19 @@ pub struct Settings {
     /// Memory of a build's sandbox, in MiB.
     #[arg(long, env = "DEPLOY_MCP_BUILD_MEMORY_MB", default_value_t = 2048, global = true)]
     pub build_memory_mb: u32,
+    /// CPU of a build's sandbox, in thousandths of a core (cgroup quota; 0: unlimited).
+    #[arg(long, env = "DEPLOY_MCP_BUILD_CPU_MILLIS", default_value_t = 1000, global = true)]
+    pub build_cpu_millis: u32,
+    /// Disk of a build (its checkout, dependencies and output), in MiB: a kernel-enforced
+    /// filesystem of that size.
+    #[arg(long, env = "DEPLOY_MCP_BUILD_DISK_MB", default_value_t = 4096, global = true)]
+    pub build_disk_mb: u32,
+    /// Disk of a running app's `/app`, in MiB (kernel-enforced).
+    #[arg(long, env = "DEPLOY_MCP_APP_DISK_MB", default_value_t = 1024, global = true)]
+    pub app_disk_mb: u32,
+    /// Disk of each local volume (a SQLite resource's `/data/<name>`), in MiB (kernel-enforced).
+    #[arg(long, env = "DEPLOY_MCP_VOLUME_DISK_MB", default_value_t = 1024, global = true)]
+    pub volume_disk_mb: u32,
     /// Builds running at once.
     #[arg(long, env = "DEPLOY_MCP_BUILD_CONCURRENCY", default_value_t = 2, global = true)]
     pub build_concurrency: usize,
@@ -212,8 +233,9 @@ pub struct Settings {
     /// The Kubernetes runtime: the size each volume claim requests.
     #[arg(long, env = "DEPLOY_MCP_K8S_VOLUME_SIZE", default_value = "1Gi", global = true)]
     pub k8s_volume_size: String,
-    /// The Kubernetes runtime: a `kubernetes.io/tls` Secret present in every owner namespace
-    /// for service hosts no platform zone certificate covers (unset: such hosts are plain HTTP).
+    /// The Kubernetes runtime: the base domain's wildcard, a `kubernetes.io/tls` Secret in
+    /// Traefik's namespace that Traefik serves as its default certificate (unset:
+    /// `base-domain-tls`); it is never copied into owner namespaces.
     #[arg(long, env = "DEPLOY_MCP_K8S_TLS_SECRET", global = true)]
     pub k8s_tls_secret: Option<String>,
     /// Hosts build steps may reach through the builds' egress proxy, comma-separated

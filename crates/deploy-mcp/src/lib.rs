@@ -160,6 +160,7 @@ pub async fn start(
             data_dir: settings.data_dir.clone(),
             git_bin: settings.git_bin.clone(),
             reconcile_every: Duration::from_secs(30),
+            git_limits: gateway::git::Limits::from_mb(settings.git_max_push_mb, settings.git_max_repo_mb),
             github: settings.github()?,
             zones: gateway::zones::ZonesConfig {
                 nameservers: settings.nameservers.clone(),
@@ -193,6 +194,8 @@ pub async fn start(
             sandbox: sandbox.clone(),
             build_timeout: Duration::from_secs(settings.build_timeout_secs),
             build_memory_mb: settings.build_memory_mb,
+            build_cpu_millis: settings.build_cpu_millis,
+            build_disk_mb: settings.build_disk_mb,
             concurrency: settings.build_concurrency,
             registry: settings.registry.clone().map(|address| builder::registry::Registry {
                 address,
@@ -255,6 +258,9 @@ pub async fn start(
                     health_timeout: Duration::from_secs(settings.health_timeout_secs),
                     toolchain_dir: settings.toolchain_dir(),
                     egress: settings.app_egress()?,
+                    disk_mb: settings.app_disk_mb,
+                    volume_disk_mb: settings.volume_disk_mb,
+                    volumes: Default::default(),
                 }),
             },
             routes: routes.clone(),

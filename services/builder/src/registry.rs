@@ -5,11 +5,15 @@
 //! so a tag names one build for good: [`Registry::push`] asks the registry first and does not
 //! push a tag it already has, and the same commit is never built or pushed twice.
 //!
-//! The registry is asked over its HTTP API (`HEAD /v2/<repository>/manifests/<tag>`); the push
-//! itself is `buildah push`, which owns the blob upload protocol. Authentication is buildah's
-//! (its auth file); the HTTP check supports anonymous access only.
+//! The registry is asked over its HTTP API (`HEAD /v2/<repository>/manifests/<tag>`). Images of
+//! Dockerfile builds are uploaded over that API too ([`Registry::push_layout`]), from the OCI
+//! layout their build sandbox wrote: the host reads those files and streams them, checked
+//! against their digests, and never unpacks them. Images made on the host itself (plan builds
+//! packaged onto a base image) are pushed with `buildah push` from the host's store
+//! ([`Registry::push`]), whose authentication is buildah's (its auth file); the HTTP requests
+//! support anonymous access only.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,6 +32,15 @@ const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, \
 
 /// Longest time to wait for the registry to answer a manifest query.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes of a blob sent per upload request: blobs are read and sent in pieces, never whole.
+const CHUNK: u64 = 8 << 20;
+
+/// An index or manifest larger than this is not one.
+const MAX_MANIFEST: u64 = 4 << 20;
+
+/// The manifest type of an OCI layout entry that does not name one.
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// Longest repository path (`<prefix>/<name>`) a registry accepts (distribution's limit).
 const MAX_REPOSITORY_LEN: usize = 255;
@@ -198,6 +211,169 @@ impl Registry {
         Ok(Pushed { reference, digest, reused: false })
     }
 
+    /// Uploads the image of the OCI image layout at `layout` (one manifest in `index.json`, its
+    /// config and layers under `blobs/sha256/`, as `sandbox::image_build` writes it) to
+    /// `name:tag` over the registry's HTTP API, and returns the manifest's digest, which the
+    /// registry confirms. A tag already in the registry is returned with `reused: true` and not
+    /// pushed again; blobs it already has are not sent again.
+    ///
+    /// Only the layout's own files are read (paths come from validated digests), a piece at a
+    /// time, each blob checked against its digest as it goes. Anonymous access only, like
+    /// [`Registry::existing`]. No timeout of its own beyond each request's: the caller bounds it.
+    pub async fn push_layout(&self, layout: &Path, name: &str, tag: &str) -> Result<Pushed, Error> {
+        let reference = self.reference(name, tag);
+        if let Some(digest) = self.existing(name, tag).await? {
+            tracing::info!(%reference, %digest, "image already in the registry: not pushed");
+            return Ok(Pushed { reference, digest, reused: true });
+        }
+        let bad = |message: String| Error::Push { reference: reference.clone(), message };
+        let index: serde_json::Value = serde_json::from_slice(&read_small(&layout.join("index.json")).await?)
+            .map_err(|e| bad(format!("the layout's index.json is not JSON: {e}")))?;
+        let [descriptor] = index["manifests"].as_array().map(Vec::as_slice).unwrap_or_default() else {
+            return Err(bad("the layout's index.json must name exactly one manifest".into()));
+        };
+        let digest = descriptor["digest"].as_str().filter(|d| is_digest(d)).map(str::to_owned);
+        let digest = digest.ok_or_else(|| bad("the layout's manifest has no sha256 digest".into()))?;
+        let manifest = read_small(&blob_path(layout, &digest)).await?;
+        if sha256(&manifest) != digest {
+            return Err(bad(format!("the layout's manifest does not match its digest {digest}")));
+        }
+        let parsed: serde_json::Value =
+            serde_json::from_slice(&manifest).map_err(|e| bad(format!("the layout's manifest is not JSON: {e}")))?;
+        let media_type = parsed["mediaType"].as_str().or(descriptor["mediaType"].as_str()).unwrap_or(OCI_MANIFEST);
+        let layers = parsed["layers"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let mut blobs = Vec::with_capacity(layers.len() + 1);
+        for descriptor in std::iter::once(&parsed["config"]).chain(layers) {
+            match descriptor["digest"].as_str() {
+                Some(blob) if is_digest(blob) => blobs.push(blob.to_owned()),
+                other => return Err(bad(format!("the manifest names a blob without a sha256 digest: {other:?}"))),
+            }
+        }
+
+        let client = self.client()?;
+        let base = format!("{}://{}/v2/{}", self.scheme(), self.address, self.repository(name));
+        for blob in &blobs {
+            self.upload_blob(&client, &base, layout, blob, &reference).await?;
+        }
+        let unreachable = |source| Error::Unreachable { address: self.address.clone(), source };
+        let response = client
+            .put(format!("{base}/manifests/{tag}"))
+            .header(reqwest::header::CONTENT_TYPE, media_type)
+            .body(manifest)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        self.expect(&response, 201, || format!("manifest {name}:{tag}"))?;
+        let stored = response.headers().get("docker-content-digest").and_then(|v| v.to_str().ok());
+        if stored.is_some_and(|stored| stored != digest) {
+            return Err(bad(format!("the registry stored the manifest as {stored:?}, not {digest}")));
+        }
+        tracing::info!(%reference, %digest, blobs = blobs.len(), "image pushed");
+        Ok(Pushed { reference, digest, reused: false })
+    }
+
+    /// Sends one blob of the layout unless the repository has it: `POST` an upload, `PATCH` its
+    /// pieces, `PUT` with the digest, which the registry checks again.
+    async fn upload_blob(
+        &self,
+        client: &reqwest::Client,
+        base: &str,
+        layout: &Path,
+        digest: &str,
+        reference: &str,
+    ) -> Result<(), Error> {
+        use tokio::io::AsyncReadExt as _;
+        let unreachable = |source| Error::Unreachable { address: self.address.clone(), source };
+        let what = || format!("blob {digest}");
+        let head = client.head(format!("{base}/blobs/{digest}")).send().await.map_err(unreachable)?;
+        if head.status().as_u16() == 200 {
+            return Ok(());
+        }
+        let started = client.post(format!("{base}/blobs/uploads/")).send().await.map_err(unreachable)?;
+        self.expect(&started, 202, what)?;
+        let mut location = self.location(&started, base)?;
+        let mut file = tokio::fs::File::open(blob_path(layout, digest)).await?;
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        let mut offset = 0u64;
+        loop {
+            let mut chunk = Vec::new();
+            (&mut file).take(CHUNK).read_to_end(&mut chunk).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            sha2::Digest::update(&mut hasher, &chunk);
+            let end = offset + chunk.len() as u64 - 1;
+            let response = client
+                .patch(&location)
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .header(reqwest::header::CONTENT_RANGE, format!("{offset}-{end}"))
+                .body(chunk)
+                .send()
+                .await
+                .map_err(unreachable)?;
+            self.expect(&response, 202, what)?;
+            location = self.location(&response, base)?;
+            offset = end + 1;
+        }
+        let actual = format!("sha256:{}", hex::encode(sha2::Digest::finalize(hasher)));
+        if actual != digest {
+            return Err(Error::Push {
+                reference: reference.to_owned(),
+                message: format!("the layout's blob {digest} holds {actual}: the export is damaged"),
+            });
+        }
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let done = client
+            .put(format!("{location}{separator}digest={digest}"))
+            .header(reqwest::header::CONTENT_LENGTH, 0)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        self.expect(&done, 201, what)
+    }
+
+    /// The HTTP client for the registry's API.
+    fn client(&self) -> Result<reqwest::Client, Error> {
+        let mut client = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(QUERY_TIMEOUT);
+        if self.insecure {
+            // A private registry is reached directly, never through a proxy from the environment.
+            client = client.no_proxy();
+        }
+        client.build().map_err(|source| Error::Unreachable { address: self.address.clone(), source })
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.insecure { "http" } else { "https" }
+    }
+
+    /// `status` or [`Error::Unauthorized`] / [`Error::Registry`].
+    fn expect(&self, response: &reqwest::Response, status: u16, what: impl Fn() -> String) -> Result<(), Error> {
+        match response.status().as_u16() {
+            s if s == status => Ok(()),
+            s @ (401 | 403) => {
+                Err(Error::Unauthorized { address: self.address.clone(), repository: what(), status: s })
+            }
+            s => Err(Error::Registry {
+                address: self.address.clone(),
+                what: what(),
+                status: s,
+                message: response.status().canonical_reason().unwrap_or("unexpected status").to_owned(),
+            }),
+        }
+    }
+
+    /// An upload's `Location`, made absolute against the registry's address.
+    fn location(&self, response: &reqwest::Response, base: &str) -> Result<String, Error> {
+        let location = response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
+        let url = location.and_then(|l| reqwest::Url::parse(base).ok()?.join(l).ok());
+        url.map(String::from).ok_or_else(|| Error::Registry {
+            address: self.address.clone(),
+            what: "a blob upload".into(),
+            status: response.status().as_u16(),
+            message: format!("no usable Location header (got {location:?})"),
+        })
+    }
+
     /// `<prefix>/<name>`, or `name` alone under an empty prefix.
     fn repository(&self, name: &str) -> String {
         let prefix = self.prefix.trim_matches('/');
@@ -273,6 +449,26 @@ fn validate_address(address: &str) -> Result<(), Error> {
         Ok(url) if plain && url.host_str().is_some_and(|h| !h.is_empty()) && url.port() != Some(0) => Ok(()),
         _ => Err(Error::InvalidAddress { address: address.to_owned() }),
     }
+}
+
+/// `blobs/sha256/<hex>` of an OCI layout; `digest` was checked with [`is_digest`].
+fn blob_path(layout: &Path, digest: &str) -> PathBuf {
+    layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
+}
+
+/// A layout's index or manifest, refused when larger than [`MAX_MANIFEST`].
+async fn read_small(path: &Path) -> Result<Vec<u8>, Error> {
+    use tokio::io::AsyncReadExt as _;
+    let mut bytes = Vec::new();
+    tokio::fs::File::open(path).await?.take(MAX_MANIFEST + 1).read_to_end(&mut bytes).await?;
+    if bytes.len() as u64 > MAX_MANIFEST {
+        return Err(Error::Io(std::io::Error::other(format!("{} is larger than a manifest", path.display()))));
+    }
+    Ok(bytes)
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)))
 }
 
 fn is_digest(s: &str) -> bool {

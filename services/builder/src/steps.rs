@@ -49,6 +49,8 @@ pub(crate) struct Steps<'a> {
     pub binds: Vec<sandbox::Bind>,
     pub tool_bins: Vec<String>,
     pub cargo_target: String,
+    /// The build's disk and its size: a step that fails with it full failed on the size.
+    pub disk: Option<(&'a crate::build::DiskGuard, u32)>,
 }
 
 impl Steps<'_> {
@@ -58,7 +60,7 @@ impl Steps<'_> {
             id: self.id.clone(),
             app_dir: self.work.clone(),
             memory_mb: self.config.build_memory_mb,
-            cpu_millis: 0,
+            cpu_millis: self.config.build_cpu_millis,
             pids_max: 1024,
             tmp_mb: 512,
             volumes: vec![],
@@ -140,6 +142,16 @@ impl Steps<'_> {
             sandbox::ExitStatus::Code(c) => Some(c),
             sandbox::ExitStatus::Signal(_) => None,
         };
+        if let Some((disk, limit_mb)) = self.disk
+            && crate::build::DiskGuardExt::is_full(disk)
+        {
+            return Err(Outcome::Failed(FailureReason::DiskQuotaExceeded {
+                disk: "build".into(),
+                limit_mb,
+                command: Some(command.to_owned()),
+                log_tail: tail,
+            }));
+        }
         if let Some((host, reason)) = egress.log.refused.into_iter().next() {
             return Err(Outcome::Failed(FailureReason::EgressRefused {
                 host,

@@ -21,6 +21,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("health-timeout", "python: start `python3 main.py`"),
     ("oom", "python: start `python3 main.py`"),
     ("probe", "python: start `python3 main.py`"),
+    ("hostile", "python: start `python3 main.py`"),
     ("dockerfile", "dockerfile: build the image from `Dockerfile`"),
     (
         "django",

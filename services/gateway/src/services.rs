@@ -452,7 +452,7 @@ pub struct DeploymentView {
     #[serde(skip_serializing_if = "is_zero")]
     pub restarts: i32,
     /// Why it failed, typed (`kind`: build_failed, toolchain_unavailable,
-    /// dependency_install_failed, egress_refused, start_command_exited, port_not_listened,
+    /// dependency_install_failed, egress_refused, disk_quota_exceeded, start_command_exited, port_not_listened,
     /// health_check_timed_out, out_of_memory, superseded, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<serde_json::Value>,
@@ -529,6 +529,9 @@ pub fn hint(f: &FailureReason) -> String {
         }
         FailureReason::EgressRefused { host, reason, .. } => format!(
             "the build tried to reach {host}, which builds may not ({reason}): builds reach only package registries; vendor the dependency or fetch it from a registry, or ask the operator to allow the host (DEPLOY_MCP_BUILD_EGRESS_ALLOW)"
+        ),
+        FailureReason::DiskQuotaExceeded { disk, limit_mb, .. } => format!(
+            "the {disk} disk is full ({limit_mb} MiB, the platform's limit): write less (build artifacts, caches and logs you do not need), or keep large data in a resource; then push again"
         ),
         FailureReason::Superseded { .. } => "a newer deployment replaced this one before it went live".into(),
         FailureReason::ResourceNotReady { name, status } => format!(

@@ -14,6 +14,7 @@ pub mod k8s;
 mod local;
 mod placement;
 mod provision;
+mod volumes;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,6 +36,7 @@ pub use driver::{Driver, Edge, Launch, Report, Running, StartError, Unavailable,
 pub use local::{AppEgress, LocalDriver};
 pub use placement::{CommandPlacement, kubernetes_driver};
 pub use provision::{Providers, Provisioner, provider_key};
+pub use volumes::Volumes;
 
 #[derive(Clone)]
 pub struct Config {

@@ -29,6 +29,12 @@ pub struct LocalDriver {
     pub toolchain_dir: PathBuf,
     /// What apps reach outside their sandbox.
     pub egress: AppEgress,
+    /// Size of each deployment's disk (its `/app`), enforced by the kernel.
+    pub disk_mb: u32,
+    /// Size of each local volume's disk.
+    pub volume_disk_mb: u32,
+    /// The volumes mounted now, shared by the deployments using them.
+    pub volumes: crate::volumes::Volumes,
 }
 
 /// Apps' outbound network (never the host's services, private ranges or other apps).
@@ -58,27 +64,50 @@ fn backoff(restarts: u32) -> Duration {
 impl Driver for LocalDriver {
     async fn start(&self, launch: Launch, reports: mpsc::Sender<Report>) -> Result<Box<dyn Running>, StartError> {
         let dir = self.run_dir.join(launch.deployment_id.short());
+        let unavailable = |e: &dyn std::fmt::Display| StartError::Unavailable(e.to_string());
         let command = match (&launch.manifest.image, &launch.manifest.start) {
-            (Some(image), _) => {
-                // The image's filesystem is the app's root: a private copy per deployment, beside
-                // an empty /app the sandbox requires.
-                copy_tree(&launch.artifact_dir.join("rootfs"), &dir.join("rootfs"))
-                    .await
-                    .map_err(|e| StartError::Unavailable(e.to_string()))?;
-                tokio::fs::create_dir_all(dir.join("app")).await.map_err(|e| StartError::Unavailable(e.to_string()))?;
-                Command::Image(image.clone())
-            }
-            (None, Some(start)) => {
-                copy_tree(&launch.artifact_dir, &dir).await.map_err(|e| StartError::Unavailable(e.to_string()))?;
-                Command::Shell(start.clone())
-            }
+            (Some(image), _) => Command::Image(image.clone()),
+            (None, Some(start)) => Command::Shell(start.clone()),
             (None, None) => {
-                // A static site: the router serves the (immutable) build output.
-                let root = launch.manifest.static_root.as_deref().unwrap_or(".");
-                let dir = launch.artifact_dir.join(root);
-                return Ok(Box::new(Static(Upstream::Static(dir))));
+                // A static site: the router serves the (immutable) build output, opening every file beneath it.
+                let root = launch.manifest.static_root.clone().unwrap_or_else(|| ".".to_owned());
+                let upstream = Upstream::Static { dir: launch.artifact_dir.clone(), root: root.into() };
+                return Ok(Box::new(Static(upstream)));
             }
         };
+        // The deployment's disk: its copy of the build output and all it writes, within the app's size.
+        let disk = self.disk(&dir).await.map_err(|e| unavailable(&e))?;
+        if let Err(e) = self.volumes.acquire(&self.sandbox, &launch.volumes, self.volume_disk_mb).await {
+            let _ = disk.delete().await;
+            return Err(unavailable(&e));
+        }
+        let copied = match &command {
+            // The image's filesystem is the app's root: a private copy per deployment, beside an
+            // empty /app the sandbox requires.
+            Command::Image(_) => {
+                async {
+                    copy_tree(&launch.artifact_dir.join("rootfs"), &dir.join("rootfs")).await?;
+                    tokio::fs::create_dir(dir.join("app")).await?;
+                    std::os::unix::fs::chown(dir.join("app"), Some(sandbox::APP_UID), Some(sandbox::APP_UID))
+                }
+                .await
+            }
+            Command::Shell(_) => copy_tree(&launch.artifact_dir, &dir).await,
+        };
+        if let Err(e) = copied {
+            let full = disk.is_full();
+            let _ = disk.delete().await;
+            self.volumes.release(&launch.volumes).await;
+            if full {
+                return Err(StartError::Failed(FailureReason::DiskQuotaExceeded {
+                    disk: "app".into(),
+                    limit_mb: self.disk_mb,
+                    command: None,
+                    log_tail: vec![format!("the build output does not fit the app's disk: {e}")],
+                }));
+            }
+            return Err(unavailable(&e));
+        }
         let (first_tx, first_rx) = oneshot::channel();
         let stop = CancellationToken::new();
         let upstream = Arc::new(std::sync::Mutex::new(None));
@@ -87,6 +116,7 @@ impl Driver for LocalDriver {
             launch,
             command,
             dir,
+            disk: Mutex::new(Some(disk)),
             stop: stop.clone(),
             upstream: upstream.clone(),
             log: Arc::new(Mutex::new(None)),
@@ -146,6 +176,8 @@ struct Supervisor {
     launch: Launch,
     command: Command,
     dir: PathBuf,
+    /// The disk mounted at `dir`, deleted with the deployment.
+    disk: Mutex<Option<sandbox::Disk>>,
     stop: CancellationToken,
     upstream: Arc<std::sync::Mutex<Option<Upstream>>>,
     log: Arc<Mutex<Option<LogSink>>>,
@@ -234,7 +266,14 @@ impl Supervisor {
                 status = process.wait() => {
                     let exit_code = match status { Ok(ExitStatus::Code(c)) => Some(c), _ => None };
                     let out_of_memory = sb.oom_kills() > oom_before;
-                    self.note(format!("the app exited (code {exit_code:?}{}); restarting", if out_of_memory { ", out of memory" } else { "" })).await;
+                    let cause = if out_of_memory {
+                        ", out of memory".to_owned()
+                    } else if self.disk_full().await {
+                        format!(", its disk is full ({} MiB)", self.driver.disk_mb)
+                    } else {
+                        String::new()
+                    };
+                    self.note(format!("the app exited (code {exit_code:?}{cause}); restarting")).await;
                     let _ = sb.destroy(Duration::from_millis(200)).await;
                     let _ = reports.send(Report::Crashed { service_id, deployment_id, exit_code, out_of_memory }).await;
                     restarts += 1;
@@ -251,7 +290,10 @@ impl Supervisor {
         if let Some(log) = self.log.lock().await.as_ref() {
             log.flush().await;
         }
-        let _ = tokio::fs::remove_dir_all(&self.dir).await;
+        if let Some(disk) = self.disk.lock().await.take() {
+            let _ = disk.delete().await;
+        }
+        self.driver.volumes.release(&self.launch.volumes).await;
     }
 
     /// Waits out the back-off; true when stopped meanwhile.
@@ -368,7 +410,16 @@ impl Supervisor {
                         _ => None,
                     };
                     let log_tail = self.log.lock().await.as_ref().map(|l| l.tail()).unwrap_or_default();
-                    FailureReason::StartCommandExited { command: self.command.describe(), exit_code, log_tail }
+                    if self.disk_full().await {
+                        FailureReason::DiskQuotaExceeded {
+                            disk: "app".into(),
+                            limit_mb: self.driver.disk_mb,
+                            command: Some(self.command.describe()),
+                            log_tail,
+                        }
+                    } else {
+                        FailureReason::StartCommandExited { command: self.command.describe(), exit_code, log_tail }
+                    }
                 }
             }
         };
@@ -378,7 +429,22 @@ impl Supervisor {
     }
 }
 
+impl LocalDriver {
+    /// A fresh disk mounted at `dir` (a leftover of a crashed run was unmounted by `Host::new`).
+    async fn disk(&self, dir: &Path) -> Result<sandbox::Disk, sandbox::Error> {
+        let image = dir.with_extension("img");
+        let _ = tokio::fs::remove_file(&image).await;
+        let _ = tokio::fs::remove_dir_all(dir).await;
+        self.sandbox.create_disk(&image, dir, self.disk_mb).await
+    }
+}
+
 impl Supervisor {
+    /// Whether the deployment's disk is full (what a crash or failed start is then reported as).
+    async fn disk_full(&self) -> bool {
+        self.disk.lock().await.as_ref().is_some_and(sandbox::Disk::is_full)
+    }
+
     /// An egress proxy for this app alone, on its gateway address; its what the app's HTTP
     /// clients are pointed at.
     async fn app_proxy(
@@ -446,7 +512,6 @@ impl std::fmt::Debug for AppEgress {
 
 /// Copies the build output to the deployment's own writable directory.
 async fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    let _ = tokio::fs::remove_dir_all(to).await;
     tokio::fs::create_dir_all(to).await?;
     let out = tokio::process::Command::new("cp")
         .arg("-a")
