@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod deploy;
 mod domains;
+mod escape;
 mod gateway;
 mod git;
 mod github;
